@@ -1,0 +1,23 @@
+"""Command dispatcher. Each command lives in ``fuse/cli/<module>.py`` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "eval": ("fuse.cli.evaluate", "evaluate predictions against ground truth (E2Depth protocol)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fuse", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        modules[name] = module
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return int(modules[args.command].run(args) or 0)
