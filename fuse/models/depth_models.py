@@ -1,0 +1,189 @@
+"""The three networks of FUSE: the DA-V2 teacher, the stage-1 event student and FUSE itself.
+
+Attribute names (``pretrained``/``depth_head`` for the DA-V2 layout; ``image_encoder``,
+``prompt_encoder``, ``prompt_fuse``, ``depth_head`` for FUSE) are the checkpoint prefixes of
+the published files (spec §9).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from fuse.models.dpt import HEAD_KINDS, DPTHead
+from fuse.models.fredfuse import FreDFuse
+from fuse.models.lora import DEFAULT_TARGETS, add_lora
+from fuse.models.sizes import PATCH_SIZE, check_input_size, encoder_size, head_size
+from fuse.models.vit import DinoVisionTransformer
+
+MODEL_KINDS = ("depth_anything_v2", "event_student", "fuse")
+FAITHFUL_EVENT_BINS = 3
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in this project's checkpoints."""
+
+    kind: str
+    encoder: str = "vits"
+    head_size: str | None = None  # None: the head DA-V2 pairs with ``encoder``
+    head: str = "relative"  # "relative" (ReLU, inverse depth) or "metric" (Sigmoid x max_depth)
+    max_depth: float = 1.0
+    event_bins: int = FAITHFUL_EVENT_BINS
+    lora_rank: int = 8
+    lora_alpha: float = 1.0
+    lora_targets: tuple[str, ...] = field(default=DEFAULT_TARGETS)
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model {self.kind!r}; expected one of {MODEL_KINDS}")
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"unknown head {self.head!r}; expected one of {HEAD_KINDS}")
+        if self.event_bins < 1:
+            raise ValueError(f"event_bins must be >= 1, got {self.event_bins}")
+        object.__setattr__(self, "encoder", encoder_size(self.encoder).name)
+        object.__setattr__(self, "head_size", head_size(self.head_size or self.encoder).name)
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return cls(**data)
+
+    def with_changes(self, **changes) -> "ModelConfig":
+        return replace(self, **changes)
+
+
+def event_patch_weight_from_rgb(rgb_weight: torch.Tensor, bins: int) -> torch.Tensor:
+    """Initialize an event patch embedding with ``bins`` input channels from the RGB one.
+
+    Every event channel gets the mean of the three RGB kernels times ``3 / bins``: a voxel grid
+    whose bins all hold the same value ``v`` embeds exactly as a 3-bin grid of ``v`` does with
+    the cloned RGB embedding. For ``bins == 3`` the RGB weight is returned unchanged.
+    """
+    if rgb_weight.shape[1] == bins:
+        return rgb_weight.clone()
+    mean = rgb_weight.mean(dim=1, keepdim=True) * (rgb_weight.shape[1] / bins)
+    return mean.expand(-1, bins, -1, -1).clone()
+
+
+def _event_encoder(config: ModelConfig) -> DinoVisionTransformer:
+    encoder = DinoVisionTransformer(encoder_size(config.encoder), in_chans=config.event_bins)
+    add_lora(encoder.blocks, config.lora_rank, config.lora_alpha, config.lora_targets)
+    return encoder
+
+
+def _head(config: ModelConfig, embed_dim: int) -> DPTHead:
+    return DPTHead(embed_dim, head_size(config.head_size), config.head, config.max_depth)
+
+
+class DepthAnythingV2(nn.Module):
+    """DA-V2: DINOv2 encoder + DPT head. With the relative head it is the image teacher."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pretrained = self._make_encoder(config)
+        self.depth_head = _head(config, self.pretrained.embed_dim)
+
+    @staticmethod
+    def _make_encoder(config: ModelConfig) -> DinoVisionTransformer:
+        return DinoVisionTransformer(encoder_size(config.encoder))
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """(B, C, H, W) -> depth (B, H, W); with ``return_features`` also the tapped token maps."""
+        features = self.pretrained.forward_features(x)
+        depth = self.depth_head(features, x.shape[-2] // PATCH_SIZE, x.shape[-1] // PATCH_SIZE)
+        return (depth, features) if return_features else depth
+
+
+class EventStudent(DepthAnythingV2):
+    """Stage-1 student: DA-V2 layout fed with an event voxel grid, blocks adapted with LoRA."""
+
+    @staticmethod
+    def _make_encoder(config: ModelConfig) -> DinoVisionTransformer:
+        return _event_encoder(config)
+
+
+class FUSE(nn.Module):
+    """Image and event encoders in lockstep, FreDFuse after each tapped block, one DPT head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        size = encoder_size(config.encoder)
+        self.image_encoder = DinoVisionTransformer(size)
+        self.prompt_encoder = _event_encoder(config)
+        self.prompt_fuse = nn.ModuleList(
+            FreDFuse(size.embed_dim, size.num_heads) if i in size.taps else nn.Identity()
+            for i in range(size.depth)
+        )
+        self.depth_head = _head(config, size.embed_dim)
+
+    def forward_features(self, image: torch.Tensor, events: torch.Tensor) -> list[torch.Tensor]:
+        """Fused, normalized patch tokens after each tapped block."""
+        if image.shape[-2:] != events.shape[-2:]:
+            raise ValueError(f"image {tuple(image.shape[-2:])} and events {tuple(events.shape[-2:])} differ in size")
+        if events.shape[1] != self.config.event_bins:
+            raise ValueError(f"model expects {self.config.event_bins} event bins, got {events.shape[1]}")
+        check_input_size(*image.shape[-2:])
+        grid_h, grid_w = image.shape[-2] // PATCH_SIZE, image.shape[-1] // PATCH_SIZE
+        image_tokens = self.image_encoder.prepare_tokens(image)
+        event_tokens = self.prompt_encoder.prepare_tokens(events)
+        features = []
+        taps = self.image_encoder.size.taps
+        for index, (image_block, event_block) in enumerate(zip(self.image_encoder.blocks, self.prompt_encoder.blocks)):
+            image_tokens = image_block(image_tokens)
+            event_tokens = event_block(event_tokens)
+            if index in taps:
+                fused = self.prompt_fuse[index](image_tokens[:, 1:], event_tokens[:, 1:], grid_h, grid_w)
+                # The image cls token rides along through the norm, exactly as upstream; the head drops it.
+                tokens = self.image_encoder.norm(torch.cat((image_tokens[:, :1], fused), dim=1))
+                features.append(tokens[:, 1:])
+            if len(features) == len(taps):
+                break
+        return features
+
+    def forward(self, image: torch.Tensor, events: torch.Tensor | None = None, return_features: bool = False):
+        """(B,3,H,W) image and (B,bins,H,W) voxel grid -> depth (B,H,W).
+
+        ``events=None`` accepts the upstream single-tensor input: 3 image channels then the bins.
+        """
+        if events is None:
+            image, events = image[:, :3], image[:, 3:]
+        features = self.forward_features(image, events)
+        depth = self.depth_head(features, image.shape[-2] // PATCH_SIZE, image.shape[-1] // PATCH_SIZE)
+        return (depth, features) if return_features else depth
+
+
+MODEL_CLASSES: dict[str, type[nn.Module]] = {
+    "depth_anything_v2": DepthAnythingV2,
+    "event_student": EventStudent,
+    "fuse": FUSE,
+}
+
+DEFAULT_HEADS = {"depth_anything_v2": "relative", "event_student": "relative", "fuse": "metric"}
+
+
+def build_model(name: str, encoder: str = "vits", head: str | None = None, head_size: str | None = None,
+                max_depth: float | None = None, event_bins: int = FAITHFUL_EVENT_BINS, **options) -> nn.Module:
+    """Build a randomly initialized model; load weights with ``fuse.load_weights``.
+
+    ``head`` defaults to "relative" for ``depth_anything_v2``/``event_student`` and "metric" for
+    ``fuse``; ``max_depth`` defaults to 80 (MVSEC) for metric heads and is unused otherwise.
+    """
+    if name not in MODEL_CLASSES:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_KINDS}")
+    head = head or DEFAULT_HEADS[name]
+    if max_depth is None:
+        max_depth = 80.0 if head == "metric" else 1.0
+    config = ModelConfig(kind=name, encoder=encoder, head_size=head_size, head=head, max_depth=max_depth,
+                         event_bins=event_bins, **options)
+    return build_from_config(config)
+
+
+def build_from_config(config: ModelConfig) -> nn.Module:
+    return MODEL_CLASSES[config.kind](config)
