@@ -144,18 +144,18 @@ def frame_metrics(
     pred, target = _float_array(pred), _float_array(target)
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
-    dtype = np.result_type(pred, target)
-    pred, target = pred.astype(dtype, copy=False), target.astype(dtype, copy=False)
-    lo, hi = dtype.type(min_depth), dtype.type(max_depth)
+    # Each array keeps its own precision and scalar bounds are rounded to it, as NumPy 1.x did
+    # in the published run; mixed float32/float64 pixels are combined in float64.
+    target_type, pred_type = target.dtype.type, pred.dtype.type
 
-    in_range = (target >= lo) & (target <= hi)
+    in_range = (target >= target_type(min_depth)) & (target <= target_type(max_depth))
     target, pred = target[in_range], pred[in_range]
     if target.size == 0:
         return {}
     if rescale_target:
-        target = target / target.max() * hi
+        target = target / target.max() * target_type(max_depth)
     top = target.max()
-    keep = (pred > 0) & (pred <= top) & (target > 0) & (target <= top)
+    keep = (pred > 0) & (pred <= pred_type(top)) & (target > 0) & (target <= top)
 
     result: FrameMetrics = {}
     for cutoff in (None, *cutoffs):
