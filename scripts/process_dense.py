@@ -1,0 +1,147 @@
+"""Convert DENSE (E2Depth, CARLA) into the processed layout, re-voxelizing the raw events.
+
+Expected input (the published release; see docs/datasets.md)::
+
+    <root>/{train,val,test}/<seq>/rgb/frames/frame_0000000000.png  (+ timestamps.txt)
+                                  depth/data/depth_0000000000.npy   metres (+ timestamps.txt)
+                                  events/data/events_0000000000.npy (N, 4) t, x, y, p, p in {0, 1}
+                                                                    (+ timestamps.txt)
+
+A split folder may also be a sequence itself (the test release unpacks that way). Event
+window i is paired with the depth frame whose timestamp matches the window's (E2Depth's
+rule; row i of a ``timestamps.txt`` belongs to file index i); the RGB frame shares the depth
+frame's index. Without timestamp files, windows and frames are paired by index.
+
+Output: ``<out>/<split>/<seq>/{images,depths,voxels[,events]}/<frame>.{png,npy}``,
+``<out>/<split>/<seq>.txt`` per sequence and ``<out>/<split>.txt`` for the whole split.
+
+    python scripts/process_dense.py --root /data/DENSE --out /data/DENSE_processed
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fuse.data import prep  # noqa: E402
+
+SPLITS = ("train", "val", "test")
+FRAME_RE = re.compile(r"^frame_(\d+)\.png$")
+DEPTH_RE = re.compile(r"^depth_(\d+)\.npy$")
+EVENTS_RE = re.compile(r"^events_(\d+)\.npy$")
+SUBDIRS = {"rgb": Path("rgb/frames"), "depth": Path("depth/data"), "events": Path("events/data")}
+
+
+def is_sequence(folder: Path) -> bool:
+    return any((folder / sub.parts[0]).is_dir() for sub in SUBDIRS.values())
+
+
+def find_sequences(split_dir: Path) -> list[tuple[str, Path]]:
+    """(name, folder) of every sequence in a split folder; the folder itself may be one."""
+    candidates = [split_dir] if is_sequence(split_dir) else sorted(d for d in split_dir.iterdir() if d.is_dir())
+    sequences = []
+    for folder in candidates:
+        if not is_sequence(folder):
+            continue
+        missing = [str(sub) for sub in SUBDIRS.values() if not (folder / sub).is_dir()]
+        if missing:
+            raise prep.PrepError(f"sequence {folder} lacks {', '.join(missing)} (see docs/datasets.md for the layout)")
+        sequences.append((folder.name, folder))
+    if not sequences:
+        raise prep.PrepError(f"no DENSE sequence (rgb/, depth/, events/) found in {split_dir}")
+    return sequences
+
+
+def pair_sequence(seq_dir: Path, match: str, tol: float) -> tuple[list[prep.SourceSample], int]:
+    """Samples of one sequence sorted by frame, and the number of unpaired event windows."""
+    return prep.pair_windows(
+        frames=prep.indexed_files(seq_dir / SUBDIRS["rgb"], FRAME_RE),
+        depths=prep.indexed_files(seq_dir / SUBDIRS["depth"], DEPTH_RE),
+        windows=prep.indexed_files(seq_dir / SUBDIRS["events"], EVENTS_RE),
+        event_stamps=seq_dir / SUBDIRS["events"] / "timestamps.txt",
+        depth_stamps=seq_dir / SUBDIRS["depth"] / "timestamps.txt",
+        match=match,
+        tol=tol,
+    )
+
+
+def convert_sample(sample: prep.SourceSample, seq_dir: Path, stem: str, args: argparse.Namespace) -> None:
+    image = prep.load_rgb(sample.image)
+    shape = image.shape[:2]
+    depth = prep.check_depth(prep.load_npy(sample.depth), shape, sample.depth)
+    events = prep.standardize_events(prep.load_npy(sample.events), shape[0], shape[1], sample.events)
+    prep.write_sample(seq_dir, stem, image, depth, events, args.numbins, args.save_events)
+
+
+def process_split(split: str, args: argparse.Namespace) -> int:
+    split_dir = args.root / split
+    plan = []
+    unpaired = 0
+    for name, folder in find_sequences(split_dir):
+        samples, dropped = pair_sequence(folder, args.match, args.sync_tol)
+        unpaired += dropped
+        plan.append((name, samples))
+    total = sum(len(samples) for _, samples in plan)
+    if total == 0:
+        raise prep.PrepError(f"no event window of {split_dir} could be paired with an RGB frame and a depth map")
+    total, written = prep.convert_split(
+        args.out,
+        split,
+        plan,
+        lambda sample, seq_out, stem: convert_sample(sample, seq_out, stem, args),
+        args.numbins,
+        args.save_events,
+        args.overwrite,
+        desc=f"DENSE {split}",
+    )
+    print(
+        f"{split}: {len(plan)} sequence(s), {total} sample(s) ({written} written, {total - written} already there), "
+        f"{unpaired} unpaired event window(s) -> {args.out / f'{split}.txt'}"
+    )
+    return total
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="DENSE folder holding train/, val/, test/")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of the processed layout")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, help="splits to convert (default: every one present)")
+    parser.add_argument("--numbins", type=int, default=3, help="voxel bins (default 3, what FUSE's encoder takes)")
+    parser.add_argument(
+        "--match",
+        choices=("auto", "timestamps", "index"),
+        default="auto",
+        help="pair event windows with frames by timestamps.txt or by file index (auto: timestamps when present)",
+    )
+    parser.add_argument("--sync-tol", type=float, default=1e-5, help="timestamp pairing tolerance, in file units")
+    parser.add_argument("--save-events", action="store_true", help="also store each raw window as events/<frame>.npy")
+    prep.add_common_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.numbins < 1:
+        raise prep.PrepError(f"--numbins must be >= 1, got {args.numbins}")
+    if not args.root.is_dir():
+        raise prep.PrepError(f"DENSE root not found: {args.root}")
+    splits = args.splits or [s for s in SPLITS if (args.root / s).is_dir()]
+    if not splits:
+        raise prep.PrepError(f"{args.root} holds none of {', '.join(SPLITS)}")
+    for split in splits:
+        if not (args.root / split).is_dir():
+            raise prep.PrepError(f"split folder not found: {args.root / split}")
+    for split in splits:
+        process_split(split, args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return prep.run_script(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

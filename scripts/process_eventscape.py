@@ -1,0 +1,210 @@
+"""Convert EventScape (RAM-Net, CARLA) into the processed layout, re-voxelizing the raw events.
+
+Expected input: the three published zips unpacked each into a folder of its own name (see
+docs/datasets.md)::
+
+    <root>/Town01-03_train/Town01/sequence_0/rgb/data/01_000_0000_image.png (+ timestamps.txt)
+                                             depth/data/01_000_0000_depth.npy  (+ timestamps.txt)
+                                             events/data/01_000_0000_events.npz  keys x, y, t, p
+                                                                 (+ timestamps.txt, boundary_timestamps.txt)
+    <root>/Town05_val/Town05/sequence_*/...
+    <root>/Town05_test/Town05/sequence_*/...
+
+(a split folder may also be named plainly ``train``, ``val``, ``test``). Files are paired by
+the frame index in their names, or through ``timestamps.txt`` like RAM-Net's loader (row i
+belongs to file index i; the RGB frame shares the depth frame's index).
+
+Depth: spec §7 describes EventScape depth as normalized log depth n = log(d/D_max)/α + 1,
+while the RAM-Net and FUSE loaders clip the stored maps to 1000 and log-normalize them
+themselves, i.e. treat them as metres. ``--depth-format auto`` (default) therefore decides per
+file: a map whose finite values all lie in [0, 1] is normalized log depth and is converted
+with d = D_max·exp(α(n − 1)); anything else is taken as metres. Output is always metres.
+
+Output: ``<out>/<split>/<Town>_<sequence>/{images,depths,voxels[,events]}/<frame>.{png,npy}``,
+``<out>/<split>/<Town>_<sequence>.txt`` and ``<out>/<split>.txt``.
+
+    python scripts/process_eventscape.py --root /data/EventScape --out /data/EventScape_processed
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from fuse.data import prep  # noqa: E402
+from fuse.data.constants import dataset_info  # noqa: E402
+
+SPLIT_FOLDERS = {"train": "Town01-03_train", "val": "Town05_val", "test": "Town05_test"}
+IMAGE_RE = re.compile(r"^(.+)_(\d+)_image\.png$")
+DEPTH_RE = re.compile(r"^(.+)_(\d+)_depth\.npy$")
+EVENTS_RE = re.compile(r"^(.+)_(\d+)_events\.npz$")
+SUBDIRS = {"rgb": Path("rgb/data"), "depth": Path("depth/data"), "events": Path("events/data")}
+EVENT_KEYS = ("t", "x", "y", "p")
+
+
+def normalized_log_to_metres(depth: np.ndarray, max_depth: float, reg_factor: float) -> np.ndarray:
+    """Invert n = log(d / D_max) / α + 1 (clipped to [0, 1]): d = D_max·exp(α(n − 1)); NaN stays NaN."""
+    with np.errstate(invalid="ignore"):
+        clipped = np.clip(depth.astype(np.float64), 0.0, 1.0)
+    return (max_depth * np.exp(reg_factor * (clipped - 1.0))).astype(np.float32)
+
+
+def is_normalized_log(depth: np.ndarray) -> bool:
+    """Heuristic of ``--depth-format auto``: every finite value in [0, 1] (no CARLA scene is
+    entirely within 1 m, and the sky alone sits at the 1000 m far plane)."""
+    finite = depth[np.isfinite(depth)]
+    return finite.size > 0 and float(finite.min()) >= 0.0 and float(finite.max()) <= 1.0
+
+
+def load_events_npz(path: Path) -> np.ndarray:
+    """(N, 4) t, x, y, p from an EventScape ``*_events.npz``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in EVENT_KEYS if key not in data.files]
+            if missing:
+                raise prep.PrepError(f"{path} lacks key(s) {', '.join(missing)} (has {', '.join(data.files)})")
+            columns = [np.asarray(data[key], dtype=np.float64).ravel() for key in EVENT_KEYS]
+    except (OSError, ValueError, EOFError) as exc:
+        raise prep.PrepError(f"cannot read {path}: {exc}") from exc
+    if len({len(column) for column in columns}) != 1:
+        raise prep.PrepError(f"{path}: keys t, x, y, p have different lengths")
+    return np.stack(columns, axis=1)
+
+
+def split_folder(root: Path, split: str) -> Path:
+    for name in (SPLIT_FOLDERS[split], split):
+        if (root / name).is_dir():
+            return root / name
+    raise prep.PrepError(f"no folder for split {split!r} in {root} (expected {SPLIT_FOLDERS[split]}/ or {split}/)")
+
+
+def find_sequences(split_dir: Path) -> list[tuple[str, Path]]:
+    """(``<Town>_<sequence>``, folder) of every sequence under ``<split>/<Town>/``."""
+    sequences = []
+    for town in sorted(d for d in split_dir.iterdir() if d.is_dir()):
+        for folder in sorted(d for d in town.iterdir() if d.is_dir()):
+            missing = [str(sub) for sub in SUBDIRS.values() if not (folder / sub).is_dir()]
+            if len(missing) == len(SUBDIRS):
+                continue
+            if missing:
+                raise prep.PrepError(f"sequence {folder} lacks {', '.join(missing)} (see docs/datasets.md)")
+            sequences.append((f"{town.name}_{folder.name}", folder))
+    if not sequences:
+        raise prep.PrepError(f"no EventScape sequence (<Town>/<sequence>/rgb,depth,events) found in {split_dir}")
+    return sequences
+
+
+def pair_sequence(seq_dir: Path, match: str, tol: float) -> tuple[list[prep.SourceSample], int]:
+    return prep.pair_windows(
+        frames=prep.indexed_files(seq_dir / SUBDIRS["rgb"], IMAGE_RE),
+        depths=prep.indexed_files(seq_dir / SUBDIRS["depth"], DEPTH_RE),
+        windows=prep.indexed_files(seq_dir / SUBDIRS["events"], EVENTS_RE),
+        event_stamps=seq_dir / SUBDIRS["events"] / "timestamps.txt",
+        depth_stamps=seq_dir / SUBDIRS["depth"] / "timestamps.txt",
+        match=match,
+        tol=tol,
+    )
+
+
+def depth_in_metres(depth: np.ndarray, args: argparse.Namespace) -> np.ndarray:
+    log = args.depth_format == "log" or (args.depth_format == "auto" and is_normalized_log(depth))
+    if log:
+        return normalized_log_to_metres(depth, args.max_depth, args.reg_factor)
+    return depth
+
+
+def convert_sample(sample: prep.SourceSample, seq_dir: Path, stem: str, args: argparse.Namespace) -> None:
+    image = prep.load_rgb(sample.image)
+    shape = image.shape[:2]
+    depth = depth_in_metres(prep.check_depth(prep.load_npy(sample.depth), shape, sample.depth), args)
+    events = prep.standardize_events(load_events_npz(sample.events), shape[0], shape[1], sample.events)
+    prep.write_sample(seq_dir, stem, image, depth, events, args.numbins, args.save_events)
+
+
+def process_split(split: str, args: argparse.Namespace) -> int:
+    split_dir = split_folder(args.root, split)
+    plan, unpaired = [], 0
+    for name, folder in find_sequences(split_dir):
+        samples, dropped = pair_sequence(folder, args.match, args.sync_tol)
+        unpaired += dropped
+        plan.append((name, samples))
+    if not any(samples for _, samples in plan):
+        raise prep.PrepError(f"no event window of {split_dir} could be paired with an RGB frame and a depth map")
+    total, written = prep.convert_split(
+        args.out,
+        split,
+        plan,
+        lambda sample, seq_out, stem: convert_sample(sample, seq_out, stem, args),
+        args.numbins,
+        args.save_events,
+        args.overwrite,
+        desc=f"EventScape {split}",
+    )
+    print(
+        f"{split}: {len(plan)} sequence(s), {total} sample(s) ({written} written, {total - written} already there), "
+        f"{unpaired} unpaired event window(s) -> {args.out / f'{split}.txt'}"
+    )
+    return total
+
+
+def build_parser() -> argparse.ArgumentParser:
+    info = dataset_info("eventscape")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="folder holding the unpacked zips")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of the processed layout")
+    parser.add_argument(
+        "--splits", nargs="+", choices=tuple(SPLIT_FOLDERS), help="splits to convert (default: every one present)"
+    )
+    parser.add_argument("--numbins", type=int, default=3, help="voxel bins (default 3, what FUSE's encoder takes)")
+    parser.add_argument(
+        "--depth-format",
+        choices=("auto", "log", "metric"),
+        default="auto",
+        help="stored depth: normalized log depth, metres, or decide per file (default)",
+    )
+    parser.add_argument("--max-depth", type=float, default=info.max_depth, help="D_max of the log encoding")
+    parser.add_argument(
+        "--reg-factor",
+        type=float,
+        default=info.reg_factor,
+        help="alpha of the log encoding (FUSE uses 5.7, RAM-Net's README 5.70378)",
+    )
+    parser.add_argument(
+        "--match",
+        choices=("auto", "timestamps", "index"),
+        default="auto",
+        help="pair event windows with frames by timestamps.txt or by file index (auto: timestamps when present)",
+    )
+    parser.add_argument("--sync-tol", type=float, default=1e-5, help="timestamp pairing tolerance, in file units")
+    parser.add_argument("--save-events", action="store_true", help="also store each raw window as events/<frame>.npy")
+    prep.add_common_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.numbins < 1:
+        raise prep.PrepError(f"--numbins must be >= 1, got {args.numbins}")
+    if not args.root.is_dir():
+        raise prep.PrepError(f"EventScape root not found: {args.root}")
+    splits = args.splits or [s for s in SPLIT_FOLDERS if any((args.root / n).is_dir() for n in (SPLIT_FOLDERS[s], s))]
+    if not splits:
+        raise prep.PrepError(f"{args.root} holds none of {', '.join(SPLIT_FOLDERS.values())}")
+    for split in splits:
+        split_folder(args.root, split)
+    for split in splits:
+        process_split(split, args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return prep.run_script(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
