@@ -1,0 +1,44 @@
+"""Convert an upstream FUSE / stage-1 / DA-V2 file into this project's checkpoint format.
+
+    python -m fuse.convert upstream.pth converted.pth [--head metric --max-depth 80]
+
+Sizes are detected from tensor shapes; the head ending (relative or metric) cannot be, so it
+defaults to "metric" (max depth 80) for FUSE files and "relative" otherwise. LoRA tensors of
+upstream files are already merged into the weights; the converted file stores those merged
+weights with zero LoRA updates, so it gives the same outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fuse.engine.checkpoint import CheckpointError, save_checkpoint
+from fuse.engine.weights import load_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fuse.convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("source", help="upstream checkpoint (.pth)")
+    parser.add_argument("target", help="output checkpoint in this project's format")
+    parser.add_argument("--head", choices=["relative", "metric"], help="head ending (not detectable from shapes)")
+    parser.add_argument("--max-depth", type=float, help="metric head scale: 80 for MVSEC, 1000 for DENSE")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("head", args.head), ("max_depth", args.max_depth)) if v is not None}
+    try:
+        model, report = load_model(args.source, **overrides)
+    except (CheckpointError, ValueError) as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    save_checkpoint(args.target, model)
+    print(f"wrote {args.target} ({model.config.kind}, encoder {model.config.encoder}, head {model.config.head_size} "
+          f"{model.config.head})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
