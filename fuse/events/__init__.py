@@ -1,0 +1,15 @@
+"""Event handling: voxel grids and time windows (voxel.py) and the MVSEC recording reader
+(mvsec.py); mvsec_export.py writes the prepared per-frame files."""
+from fuse.events.mvsec import FrameInfo, MvsecRecording, RecordingError, Sample
+from fuse.events.voxel import normalize_voxel, voxel_grid, voxel_grids, window_indices
+
+__all__ = [
+    "FrameInfo",
+    "MvsecRecording",
+    "RecordingError",
+    "Sample",
+    "normalize_voxel",
+    "voxel_grid",
+    "voxel_grids",
+    "window_indices",
+]

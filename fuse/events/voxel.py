@@ -1,0 +1,294 @@
+"""Event voxel grids (E2Depth / FUSE definition, spec §6), time windows and normalization.
+
+Every function accepts numpy arrays or torch tensors and returns the same kind (a tensor
+stays on its device). torch is never imported here: a tensor can only be passed in if the
+caller already imported it, so data-preparation scripts stay light.
+
+Voxel grid of one window of events ``(t, x, y, p)`` with ``B`` bins:
+
+* ``tn = (B - 1) * (t - t_first) / (t_last - t_first)`` with ``t_first, t_last`` the window's
+  first and last rows (a zero span counts as 1);
+* ``ti = trunc(tn)``, ``dt = tn - ti``; the event adds ``pol * (1 - dt)`` to bin ``ti`` and
+  ``pol * dt`` to bin ``ti + 1`` when that bin exists, at pixel ``(trunc(y), trunc(x))``;
+* ``pol`` is +1 for ``p >= 0.5`` and -1 otherwise, so both the {0, 1} and {-1, +1}
+  conventions work.
+
+Differences from the upstream numpy code (``events_to_voxel_grid`` in E2Depth and FUSE),
+all of which only matter for inputs the upstream code never sees:
+
+* upstream keeps any non-zero ``p`` as the weight (``p = 2`` weighs 2); here every event
+  weighs ±1;
+* upstream accumulates into float32; here sums are float64 and cast to float32 once at the
+  end, so results agree with upstream to float32 rounding (about 1e-6);
+* ``tn`` is computed as ``(t - t_first) * ((B - 1) / span)``, not ``(B - 1) * (t - t_first) / span``;
+  the grid is continuous in ``tn``, so this changes results by float64 rounding only;
+* for windows that are not sorted by time, events before the first row are dropped (as in
+  E2Depth's torch version) where upstream numpy would wrap them around to the last bins.
+"""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    ArrayLike = Union[np.ndarray, torch.Tensor]
+else:
+    ArrayLike = Any
+
+__all__ = ["voxel_grid", "voxel_grids", "normalize_voxel", "window_indices"]
+
+# Events handled per step of the numpy kernel: the ~10 temporaries of one block stay in L2.
+_BLOCK = 1 << 14
+
+
+def _is_tensor(x: object) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _check_events(events: ArrayLike) -> None:
+    if events.ndim != 2 or events.shape[1] != 4:
+        raise ValueError(f"events must have shape (N, 4) with columns t, x, y, p; got {tuple(events.shape)}")
+
+
+def _check_grid(num_bins: int, height: int, width: int) -> None:
+    if num_bins < 1 or height < 1 or width < 1:
+        raise ValueError(f"num_bins, height and width must be positive; got {num_bins}, {height}, {width}")
+
+
+def voxel_grid(events: ArrayLike, num_bins: int, height: int, width: int) -> ArrayLike:
+    """Voxel grid ``(num_bins, height, width)`` float32 of one time-sorted window of events.
+
+    ``events`` is ``(N, 4)`` with columns ``t, x, y, p`` (numpy array or torch tensor);
+    an empty window gives zeros. The input is never modified.
+    """
+    if _is_tensor(events):
+        return voxel_grids(events, [0], [len(events)], num_bins, height, width)[0]
+    events = np.asarray(events)
+    return voxel_grids(events, [0], [len(events)], num_bins, height, width)[0]
+
+
+def voxel_grids(
+    events: ArrayLike, starts: ArrayLike, stops: ArrayLike, num_bins: int, height: int, width: int
+) -> ArrayLike:
+    """Voxel grids ``(W, num_bins, height, width)`` of the windows ``events[starts[i]:stops[i]]``.
+
+    Windows may overlap or be empty (zeros); each is normalized in time by its own first and
+    last event, exactly as if :func:`voxel_grid` were called on it. Batching avoids a Python
+    loop over windows: all events go through one vectorized pass and one scatter.
+    """
+    _check_grid(num_bins, height, width)
+    if _is_tensor(events):
+        _check_events(events)
+        return _voxel_grids_torch(events, starts, stops, num_bins, height, width)
+    events = np.asarray(events)
+    _check_events(events)
+    starts = np.asarray(starts, dtype=np.intp).reshape(-1)
+    stops = np.asarray(stops, dtype=np.intp).reshape(-1)
+    _check_bounds(starts, stops, len(events))
+    return _voxel_grids_numpy(events, starts, stops, num_bins, height, width)
+
+
+def _check_bounds(starts: np.ndarray, stops: np.ndarray, n: int) -> None:
+    if starts.shape != stops.shape:
+        raise ValueError(f"starts and stops differ in length: {starts.shape[0]} vs {stops.shape[0]}")
+    if starts.size and (starts.min() < 0 or stops.max() > n or np.any(stops < starts)):
+        raise ValueError(f"window bounds must satisfy 0 <= start <= stop <= {n}")
+
+
+def _window_layout(starts: np.ndarray, stops: np.ndarray) -> tuple[slice | np.ndarray, np.ndarray | None]:
+    """Rows to read for all windows (a slice when they tile one range) and each row's window."""
+    lengths = stops - starts
+    if len(starts) == 1:
+        return slice(int(starts[0]), int(stops[0])), None
+    win = np.repeat(np.arange(len(starts)), lengths)
+    if np.all(starts[1:] == stops[:-1]):
+        return slice(int(starts[0]), int(stops[-1])), win
+    offsets = np.cumsum(lengths) - lengths
+    rows = np.arange(int(lengths.sum())) + np.repeat(starts - offsets, lengths)
+    return rows, win
+
+
+def _time_scaling(first: np.ndarray, last: np.ndarray, num_bins: int) -> np.ndarray:
+    """Factor mapping ``t - first`` onto ``[0, num_bins - 1]``; a zero span counts as 1 (upstream)."""
+    span = last - first
+    span[span == 0] = 1.0
+    return (num_bins - 1) / span
+
+
+def _voxel_grids_numpy(
+    events: np.ndarray, starts: np.ndarray, stops: np.ndarray, num_bins: int, height: int, width: int
+) -> np.ndarray:
+    n_windows = len(starts)
+    plane = height * width
+    # One spare plane per window collects the upper weights of the last bin, which are dropped.
+    stride = (num_bins + 1) * plane
+    grid = np.zeros(n_windows * stride)
+    rows, win = _window_layout(starts, stops)
+    ev = events[rows]
+    n = len(ev)
+
+    nonempty = stops > starts
+    first = np.zeros(n_windows)
+    last = np.zeros(n_windows)
+    first[nonempty] = events[starts[nonempty], 0]
+    last[nonempty] = events[stops[nonempty] - 1, 0]
+    scale = _time_scaling(first, last, num_bins)
+
+    # Work block by block so every temporary stays in cache; np.add.at into a float64 grid
+    # is as fast as np.bincount and needs no per-event arrays of the full length.
+    size = max(1, min(_BLOCK, n))
+    tn, low, frac, w_low, sign, fx, fy = (np.empty(size) for _ in range(7))
+    index = np.empty(size, np.intp)
+    for s in range(0, n, size):
+        e = min(s + size, n)
+        k = e - s
+        blk = ev[s:e]
+        wb = None if win is None else win[s:e]
+
+        a = tn[:k]
+        np.subtract(blk[:, 0], first[0] if wb is None else first[wb], out=a, dtype=np.float64)
+        np.multiply(a, scale[0] if wb is None else scale[wb], out=a)
+        lo, hi = a.min(), a.max()
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("events contain non-finite timestamps")
+        x, y = fx[:k], fy[:k]
+        np.trunc(blk[:, 1], out=x, dtype=np.float64)
+        np.trunc(blk[:, 2], out=y, dtype=np.float64)
+        if not (x.min() >= 0 and y.min() >= 0 and x.max() < width and y.max() < height):
+            raise ValueError(f"event coordinates outside the {width}x{height} sensor (or not finite)")
+
+        b, dt, wl, sg = low[:k], frac[:k], w_low[:k], sign[:k]
+        np.trunc(a, out=b)
+        np.subtract(a, b, out=dt)
+        np.subtract(1.0, dt, out=wl)
+        # p - 0.5 is positive exactly for ON events in both polarity conventions.
+        np.subtract(blk[:, 3], 0.5, out=sg, dtype=np.float64)
+        np.copysign(wl, sg, out=wl)
+        np.copysign(dt, sg, out=dt)
+        if lo < 0 or hi >= num_bins:
+            # Only for windows not sorted by time: drop events outside first..last.
+            bad = (a < 0) | (b >= num_bins)
+            b[bad] = 0.0
+            wl[bad] = 0.0
+            dt[bad] = 0.0
+
+        b *= plane
+        y *= width
+        b += y
+        b += x
+        if wb is not None:
+            b += wb * float(stride)
+        idx = index[:k]
+        np.copyto(idx, b, casting="unsafe")
+        np.add.at(grid, idx, wl)
+        idx += plane
+        np.add.at(grid, idx, dt)
+
+    grid = grid.reshape(n_windows, num_bins + 1, height, width)[:, :num_bins]
+    return grid.astype(np.float32)
+
+
+def _voxel_grids_torch(events, starts, stops, num_bins: int, height: int, width: int):
+    import torch
+
+    device = events.device
+    starts = torch.as_tensor(starts, dtype=torch.long).reshape(-1).cpu()
+    stops = torch.as_tensor(stops, dtype=torch.long).reshape(-1).cpu()
+    _check_bounds(starts.numpy(), stops.numpy(), len(events))
+    n_windows = len(starts)
+    plane = height * width
+    volume = num_bins * plane
+    lengths = stops - starts
+    win = torch.repeat_interleave(torch.arange(n_windows), lengths)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    rows = torch.arange(int(lengths.sum())) + torch.repeat_interleave(starts - offsets, lengths)
+    grid = torch.zeros(n_windows * volume, dtype=torch.float64, device=device)
+    if len(rows) == 0:
+        return grid.view(n_windows, num_bins, height, width).float()
+
+    nonempty = stops > starts
+    first = torch.zeros(n_windows, dtype=torch.float64)
+    last = torch.zeros(n_windows, dtype=torch.float64)
+    first[nonempty] = events[starts[nonempty].to(device), 0].double().cpu()
+    last[nonempty] = events[(stops[nonempty] - 1).to(device), 0].double().cpu()
+    scale = torch.from_numpy(_time_scaling(first.numpy(), last.numpy(), num_bins))
+
+    rows, win = rows.to(device), win.to(device)
+    ev = events[rows]
+    t = ev[:, 0].double()
+    xs, ys = ev[:, 1], ev[:, 2]
+    tn = (t - first.to(device)[win]) * scale.to(device)[win]
+    if not bool(torch.isfinite(tn).all()):
+        raise ValueError("events contain non-finite timestamps")
+    if not bool((xs >= 0).all() & (ys >= 0).all() & (xs < width).all() & (ys < height).all()):
+        raise ValueError(f"event coordinates outside the {width}x{height} sensor (or not finite)")
+    ti = tn.trunc()
+    dt = tn - ti
+    pol = torch.where(ev[:, 3] >= 0.5, 1.0, -1.0).double()
+    valid = (tn >= 0) & (ti < num_bins)
+    has_high = valid & (ti + 1 < num_bins)
+    ti = torch.where(valid, ti, 0).long()
+    index = win * volume + ti * plane + ys.long() * width + xs.long()
+    grid.index_add_(0, index, torch.where(valid, pol * (1.0 - dt), 0.0))
+    grid.index_add_(0, torch.where(has_high, index + plane, index), torch.where(has_high, pol * dt, 0.0))
+    return grid.view(n_windows, num_bins, height, width).float()
+
+
+def normalize_voxel(voxel: ArrayLike, *, batched: bool = False) -> ArrayLike:
+    """Standardize the non-zero entries of each sample to mean 0, std 1; zeros stay zero.
+
+    Matches FUSE's ``normalize_voxelgrid`` (numpy ``.std()``, i.e. the population std with
+    ddof = 0 - not torch.std's unbiased default) and E2Depth's torch version. A sample whose
+    non-zero entries all have the same value (std 0) is returned unchanged. With
+    ``batched`` the first axis indexes samples, each normalized on its own. Statistics are
+    computed in float64; the result keeps the input's floating dtype (float32 otherwise).
+    """
+    if _is_tensor(voxel):
+        import torch
+
+        out_dtype = voxel.dtype if voxel.is_floating_point() else torch.float32
+        x = voxel.double().reshape(len(voxel) if batched else 1, -1)
+        mask = x != 0
+        count = mask.sum(1, keepdim=True)
+        mean = x.sum(1, keepdim=True) / count.clamp(min=1)
+        centered = torch.where(mask, x - mean, 0.0)
+        std = torch.sqrt((centered * centered).sum(1, keepdim=True) / count.clamp(min=1))
+        out = torch.where(std > 0, centered / torch.where(std > 0, std, 1.0), x)
+        return out.reshape(voxel.shape).to(out_dtype)
+
+    voxel = np.asarray(voxel)
+    out_dtype = voxel.dtype if np.issubdtype(voxel.dtype, np.floating) else np.float32
+    x = voxel.astype(np.float64).reshape(len(voxel) if batched else 1, -1)
+    mask = x != 0
+    count = np.maximum(mask.sum(1, keepdims=True), 1)
+    mean = x.sum(1, keepdims=True) / count
+    centered = np.where(mask, x - mean, 0.0)
+    std = np.sqrt((centered * centered).sum(1, keepdims=True) / count)
+    out = np.where(std > 0, centered / np.where(std > 0, std, 1.0), x)
+    return out.reshape(voxel.shape).astype(out_dtype)
+
+
+def window_indices(timestamps: ArrayLike, end_times: ArrayLike, duration: float) -> tuple[ArrayLike, ArrayLike]:
+    """Row ranges ``[start, stop)`` of the events with ``end - duration <= t <= end``.
+
+    Both ends are inclusive, as in FUSE's MVSEC preparation (events at exactly
+    ``end - duration`` and at ``end`` belong to the window). ``timestamps`` must be sorted.
+    """
+    if _is_tensor(timestamps):
+        import torch
+
+        ends = torch.as_tensor(end_times, dtype=timestamps.dtype, device=timestamps.device)
+        return (
+            torch.searchsorted(timestamps, ends - duration, right=False),
+            torch.searchsorted(timestamps, ends, right=True),
+        )
+    ends = np.asarray(end_times, dtype=np.float64)
+    return (
+        np.searchsorted(timestamps, ends - duration, side="left"),
+        np.searchsorted(timestamps, ends, side="right"),
+    )

@@ -1,0 +1,69 @@
+"""Prepare MVSEC sequences for training and evaluation: images, depth maps, event voxels and
+a split list per sequence (layout in fuse/events/mvsec_export.py).
+
+    python scripts/process_mvsec_hdf5.py --root /data/mvsec --out /data/mvsec_processed
+    python scripts/process_mvsec_hdf5.py --root /data/mvsec --out OUT outdoor_day2 --save-events
+
+Exit status: 0 on success, 2 when an input recording is missing or bad (one message per
+sequence naming the file and the problem; other sequences are still processed).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __package__ in (None, ""):
+    # Run as a file: make the repository's `fuse` package importable.
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fuse.events.mvsec import RecordingError  # noqa: E402
+from fuse.events.mvsec_export import DEFAULT_SEQUENCES, export_sequence  # noqa: E402
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sequences", nargs="*", default=list(DEFAULT_SEQUENCES),
+                        help="sequence names, e.g. outdoor_day1 (default: the five outdoor sequences)")
+    parser.add_argument("--root", required=True, help="folder holding <seq>_data.hdf5 and <seq>_gt.hdf5")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--numbins", type=_positive_int, default=3, help="voxel grid bins (default 3)")
+    parser.add_argument("--save-events", action="store_true", help="also store each raw event window")
+    parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
+    parser.add_argument("--chunk-size", type=_positive_int, default=1 << 20,
+                        help="events per hdf5 read when searching the time column (default 1048576)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    failed = []
+    for sequence in args.sequences:
+        try:
+            summary = export_sequence(
+                args.root, args.out, sequence, num_bins=args.numbins, save_events=args.save_events,
+                overwrite=args.overwrite, chunk_size=args.chunk_size,
+            )
+        except RecordingError as err:
+            if args.debug:
+                raise
+            print(f"error: sequence {sequence}: {err}", file=sys.stderr)
+            failed.append(sequence)
+            continue
+        print(summary)
+    if failed:
+        print(f"failed: {', '.join(failed)} (files created for them by this run were removed)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
