@@ -214,7 +214,7 @@ class EventDepthDataset(Dataset):
             sample["image"] = image.astype(np.float32) / 255.0
             sample["voxel"] = voxel
         else:
-            degraded, voxel = self.degradation(image, voxel.copy(), rng)
+            degraded, voxel = self.degradation(image, voxel, rng)
             sample["image"] = degraded.astype(np.float32) / 255.0
             sample["image_clean"] = image.astype(np.float32) / 255.0
             sample["voxel"] = voxel
