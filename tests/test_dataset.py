@@ -224,3 +224,27 @@ def test_wrong_bin_count_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="5 bins, expected 3"):
         EventDepthDataset(split, "mvsec", mode="test", num_bins=3)[0]
     assert EventDepthDataset(split, "mvsec", mode="test", num_bins=5)[0]["voxel"].shape[0] == 5
+
+
+def test_reads_what_the_mvsec_preparation_writes(tmp_path: Path) -> None:
+    """Layout contract: the MVSEC script's output loads in every mode without conversion."""
+    import importlib.util
+    import sys
+
+    from tests.mvsec_fixtures import write_recording
+
+    (tmp_path / "raw").mkdir()
+    write_recording(tmp_path / "raw", "outdoor_day2")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "process_mvsec_hdf5.py"
+    spec = importlib.util.spec_from_file_location("mvsec_prep_for_dataset_test", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    assert module.main(["--root", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "outdoor_day2"]) == 0
+    split = tmp_path / "out" / "outdoor_day2.txt"
+    train = EventDepthDataset(split, "mvsec", mode="train", size=14, seed=0, num_bins=3)
+    sample = train[0]
+    assert sample["image"].shape == (3, 14, 14) and sample["voxel"].shape == (3, 14, 14)
+    test = EventDepthDataset(split, "mvsec", mode="test", size=14)
+    assert len(test) == len(train) > 0
+    assert test[0]["depth"].shape == (12, 16)
