@@ -17,7 +17,6 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +54,15 @@ def run_script(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespac
 
 def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A plain open() (unlike mkstemp's 0600) gives the usual umask permissions, so prepared
+    # data sets stay readable by other users.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "wb") as handle:
             write(handle)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
