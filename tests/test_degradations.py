@@ -100,7 +100,8 @@ def test_effects_are_confined_to_the_rectangles(effect: str) -> None:
 
 def test_overexposure_uses_convert_scale_abs() -> None:
     image = _image(4)
-    out = ImageCorruption(brightness_range=None, region_prob=1.0, effects=("overexpose",))(image, np.random.default_rng(0))
+    corrupt = ImageCorruption(brightness_range=None, region_prob=1.0, effects=("overexpose",))
+    out = corrupt(image, np.random.default_rng(0))
     once = _coverage(_regions_drawn(0)) == 1  # overlaps are over-exposed twice
     expected = cv2.convertScaleAbs(image, alpha=2.5, beta=200)
     np.testing.assert_array_equal(out[once], expected[once])

@@ -192,10 +192,11 @@ def make_eventscape_sequence(
 @pytest.mark.parametrize("log_depth", [True, False])
 def test_eventscape_conversion(tmp_path: Path, log_depth: bool) -> None:
     rng = np.random.default_rng(2)
+    town = tmp_path / "EventScape" / "Town05_val" / "Town05"
     root = tmp_path / "EventScape"
     truth = {
-        "Town05_sequence_0": make_eventscape_sequence(root / "Town05_val" / "Town05" / "sequence_0", "05_000", 2, rng, log_depth),
-        "Town05_sequence_12": make_eventscape_sequence(root / "Town05_val" / "Town05" / "sequence_12", "05_012", 3, rng, log_depth),
+        "Town05_sequence_0": make_eventscape_sequence(town / "sequence_0", "05_000", 2, rng, log_depth),
+        "Town05_sequence_12": make_eventscape_sequence(town / "sequence_12", "05_012", 3, rng, log_depth),
     }
     out = tmp_path / "out"
     assert process_eventscape.main(["--root", str(root), "--out", str(out)]) == 0

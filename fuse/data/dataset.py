@@ -116,7 +116,9 @@ def load_voxel(path: Path, height: int, width: int, num_bins: int | None) -> np.
     """float32 bins×H×W grid, checked for shape, dtype and finiteness."""
     voxel = load_npy(path)
     if voxel.ndim != 3 or voxel.shape[1:] != (height, width):
-        raise DataFormatError(f"voxel must have shape (bins, {height}, {width}) like its image, got {voxel.shape}: {path}")
+        raise DataFormatError(
+            f"voxel must have shape (bins, {height}, {width}) like its image, got {voxel.shape}: {path}"
+        )
     if num_bins is not None and voxel.shape[0] != num_bins:
         raise DataFormatError(f"voxel has {voxel.shape[0]} bins, expected {num_bins}: {path}")
     if not np.issubdtype(voxel.dtype, np.floating):

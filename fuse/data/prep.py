@@ -37,7 +37,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of input errors")
 
 
-def run_script(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
+def run_script(
+    parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None
+) -> int:
     """Parse ``argv`` and call ``run``; bad input prints ``error: …`` and returns 2."""
     try:
         args = parser.parse_args(argv)
