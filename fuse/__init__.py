@@ -1,12 +1,31 @@
-"""FUSE: image + event-camera monocular depth estimation (arXiv 2503.19739)."""
-from fuse.models import ModelConfig, build_model
+"""FUSE: image + event-camera monocular depth estimation (arXiv 2503.19739).
 
-__all__ = ["ModelConfig", "build_model", "load_weights"]
+The public API is imported lazily so that light commands (``python -m fuse eval``) do not pay
+for importing torch and timm.
+"""
+from __future__ import annotations
+
 __version__ = "0.1.0"
+__all__ = ["ModelConfig", "build_model", "load_weights"]
 
 
-def load_weights(model, path, strict: bool = True, into: str | None = None):
+def build_model(name: str, encoder: str = "vits", **options):
+    """Build a randomly initialized model (see ``fuse.models.build_model``)."""
+    from fuse.models import build_model as _build
+
+    return _build(name, encoder=encoder, **options)
+
+
+def load_weights(model, path, strict: bool = True, into=None):
     """Load a checkpoint file into ``model`` (see ``fuse.engine.weights.load_weights``)."""
     from fuse.engine.weights import load_weights as _load
 
     return _load(model, path, strict=strict, into=into)
+
+
+def __getattr__(name: str):
+    if name == "ModelConfig":
+        from fuse.models import ModelConfig
+
+        return ModelConfig
+    raise AttributeError(f"module 'fuse' has no attribute {name!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -187,11 +188,11 @@ def _check_kind(model: nn.Module, layout: FileLayout, path: str, into: str | Non
         )
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True, into: str | None = None,
-                 lora: str = "auto") -> LoadReport:
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+                 into: str | Sequence[str] | None = None, lora: str = "auto") -> LoadReport:
     """Load ``path`` into ``model`` and return a ``LoadReport``.
 
-    ``into`` restricts loading to one part of the model (e.g. ``"prompt_encoder"`` to put a
+    ``into`` restricts loading to some parts of the model (e.g. ``"prompt_encoder"`` to put a
     stage-1 file into FUSE's event encoder). ``lora``: "auto" treats LoRA tensors of upstream
     files as already merged into ``weight`` (upstream saved in eval mode, where loralib had added
     them; spec §9) and those of this project's files as separate; "merged" / "separate" force it.
@@ -202,9 +203,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
     _check_kind(model, layout, path, into)
     parts = _parts(model)
     if into is not None:
-        if into not in parts:
-            raise ValueError(f"into={into!r} is not a part of a {model.config.kind} model; expected one of {parts}")
-        parts = [into]
+        wanted = [into] if isinstance(into, str) else list(into)
+        unknown = [part for part in wanted if part not in parts]
+        if unknown:
+            raise ValueError(f"into={unknown} names no part of a {model.config.kind} model; expected some of {parts}")
+        parts = wanted
     _check_sizes(model, layout, path, parts)
     lora_merged = {"auto": not layout.ours, "merged": True, "separate": False}[lora]
     report = LoadReport(path, layout)

@@ -19,6 +19,7 @@ from fuse.models.vit import DinoVisionTransformer
 
 MODEL_KINDS = ("depth_anything_v2", "event_student", "fuse")
 FAITHFUL_EVENT_BINS = 3
+MIN_FUSION_GRID = 4  # the 3-level pyramid of FreDFuse needs a token grid of at least 4x4
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ class FUSE(nn.Module):
             raise ValueError(f"model expects {self.config.event_bins} event bins, got {events.shape[1]}")
         check_input_size(*image.shape[-2:])
         grid_h, grid_w = image.shape[-2] // PATCH_SIZE, image.shape[-1] // PATCH_SIZE
+        if min(grid_h, grid_w) < MIN_FUSION_GRID:
+            raise ValueError(f"FUSE needs inputs of at least {MIN_FUSION_GRID * PATCH_SIZE} px per side "
+                             f"(FreDFuse halves the {grid_h}x{grid_w} token grid twice), got {tuple(image.shape[-2:])}")
         image_tokens = self.image_encoder.prepare_tokens(image)
         event_tokens = self.prompt_encoder.prepare_tokens(events)
         features = []

@@ -1,0 +1,31 @@
+"""``python -m fuse align|fuse|adapt --config FILE [--set key=value ...] [--resume]``: the three stages."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fuse.engine.checkpoint import CheckpointError
+from fuse.engine.config import ConfigError, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file (configs/<stage>/<dataset>.yaml); defaults apply without one")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set model.encoder=vitb --set optim.epochs=5 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from <run.output_dir>/latest.pth")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run(args: argparse.Namespace) -> int:
+    from fuse.data.dataset import DataFormatError
+    from fuse.engine.trainer import train
+
+    try:
+        config = load_config(args.config, args.overrides, stage=args.command)
+        train(config, resume=args.resume)
+    except (ConfigError, CheckpointError, DataFormatError, FileNotFoundError) as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

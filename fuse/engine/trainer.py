@@ -1,0 +1,397 @@
+"""One training loop for the three FUSE stages (spec §4); a stage is data (``fuse.engine.stages``).
+
+Single process on CPU or one GPU, or many processes under ``torchrun`` (DDP). Rank 0 logs
+(text, TensorBoard, tqdm) and writes checkpoints; ``latest.pth`` holds everything needed to
+resume exactly (model, optimizer, scheduler, position in the epoch, RNG states).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from fuse.data.dataset import EventDepthDataset
+from fuse.engine import losses
+from fuse.engine.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from fuse.engine.config import ConfigError, dump_config
+from fuse.engine.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
+from fuse.engine.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
+from fuse.engine.stages import STAGES, Stage
+from fuse.engine.weights import load_weights
+from fuse.models import build_model
+from fuse.models.lora import merge_lora
+from fuse.data.constants import dataset_info
+
+LOG = logging.getLogger("fuse.train")
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _at_size(pred: torch.Tensor, size) -> torch.Tensor:
+    """Bring a (B, h, w) prediction to the ground truth's resolution (bilinear, align_corners as upstream)."""
+    if pred.shape[-2:] == tuple(size):
+        return pred
+    return F.interpolate(pred[:, None], tuple(size), mode="bilinear", align_corners=True)[:, 0]
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Builds the stage's models, data and optimizer from a resolved config and runs ``fit``."""
+
+    def __init__(self, config: dict, resume: bool = False) -> None:
+        self.config = config
+        self.stage: Stage = STAGES[config["stage"]]
+        run = config["run"]
+        device_type = "cuda" if run["device"] == "cuda" or (run["device"] == "auto" and torch.cuda.is_available()) else "cpu"
+        self.ctx: DistContext = init_distributed(device_type)
+        self.device = torch.device(device_type, self.ctx.local_rank) if device_type == "cuda" else torch.device("cpu")
+        if device_type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.out = Path(run["output_dir"])
+        if self.ctx.is_main:
+            self._prepare_output_dir()
+        _seed_everything(run["seed"])
+        self.student, self.teacher = self._build_models()
+        _seed_everything(run["seed"] + self.ctx.rank)  # dropout differs per rank, as with independent GPUs
+        self.train_set, self.val_set = self._build_datasets()
+        self.sampler = ResumableSampler(len(self.train_set), self.ctx, run["seed"])
+        self.steps_per_epoch = len(self.sampler) // config["optim"]["batch_size"] or 1
+        self.total_steps = self.steps_per_epoch * config["optim"]["epochs"]
+        self.optimizer, self.scheduler = self._build_optimizer()
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run["amp"]) if device_type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.model = self.student
+        if self.ctx.enabled:
+            self.model = DistributedDataParallel(self.student, device_ids=[self.device.index] if device_type == "cuda" else None,
+                                                 find_unused_parameters=True)
+        self.epoch, self.step, self.batch_in_epoch = 0, 0, 0
+        self.best: dict = {}
+        self.writer = None
+        if resume:
+            self._resume()
+        if self.ctx.is_main:
+            self._start_logging()
+
+    # ---------------------------------------------------------------- setup
+    def _prepare_output_dir(self) -> None:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / ".write_test"
+            probe.write_bytes(b"0" * 1024)
+            probe.unlink()
+        except OSError as error:
+            raise ConfigError(f"output folder {self.out} is not writable ({error.strerror}); choose another run.output_dir")
+        dump_config(self.config, self.out / "config.yaml")
+
+    def _build_models(self):
+        cfg, model_cfg, init = self.config, self.config["model"], self.config["init"]
+        stage = self.stage
+        common = dict(encoder=model_cfg["encoder"], head_size=model_cfg["head_size"], event_bins=model_cfg["event_bins"],
+                      lora_rank=model_cfg["lora_rank"])
+        max_depth = model_cfg["max_depth"] if stage.student_head == "metric" else 1.0
+        student = build_model(stage.student, head=stage.student_head, max_depth=max_depth, **common)
+        self._initialize(student, init)
+        for name, param in student.named_parameters():
+            param.requires_grad_(stage.trainable(name))
+        if stage.frozen_event_encoder and cfg["run"]["merge_frozen_lora"]:
+            merge_lora(student.prompt_encoder)
+        teacher = None
+        if stage.uses_teacher:
+            if not init["depth_anything"]:
+                raise ConfigError(f"stage {stage.name} needs a teacher: set init.depth_anything to a DA-V2 checkpoint")
+            teacher = build_model("depth_anything_v2", encoder=model_cfg["encoder"], head_size=model_cfg["head_size"])
+            self._log_load(load_weights(teacher, init["depth_anything"]))
+            teacher.requires_grad_(False).eval().to(self.device)
+        return student.to(self.device), teacher
+
+    def _initialize(self, student, init: dict) -> None:
+        """Stage 1: DA-V2 everywhere. Stage 2: DA-V2, then the stage-1 event encoder. Stage 3: foundation."""
+        name = self.stage.name
+        if name in ("align", "fuse") and init["depth_anything"]:
+            self._log_load(load_weights(student, init["depth_anything"]))
+        if name == "fuse":
+            if not init["event_encoder"]:
+                raise ConfigError("stage fuse needs init.event_encoder: the stage-1 (align) output checkpoint")
+            self._log_load(load_weights(student, init["event_encoder"], into="prompt_encoder"))
+        if name == "adapt":
+            if not init["foundation"]:
+                raise ConfigError("stage adapt needs init.foundation: the stage-2 (fuse) output checkpoint")
+            parts = ["image_encoder", "prompt_encoder", "prompt_fuse"] + (["depth_head"] if init["head_from_foundation"] else [])
+            self._log_load(load_weights(student, init["foundation"], into=parts))
+
+    def _log_load(self, report) -> None:
+        if self.ctx.is_main:
+            print(report.summary(), file=sys.stderr)
+
+    def _build_datasets(self):
+        data, stage = self.config["data"], self.stage
+        if not data["train_split"]:
+            raise ConfigError("data.train_split is not set: give the split list to train on")
+        common = dict(dataset=data["dataset"], size=data["input_size"], num_bins=self.config["model"]["event_bins"],
+                      seed=self.config["run"]["seed"])
+        degradation = None if data["degradation"] == "none" else data["degradation"]
+        train = EventDepthDataset(data["train_split"], mode="train", degradation=degradation, **common)
+        val = None
+        if data["val_split"]:
+            val = EventDepthDataset(data["val_split"], mode="val", degradation=degradation if stage.uses_teacher else None,
+                                    **common)
+        return train, val
+
+    def _build_optimizer(self):
+        optim = self.config["optim"]
+        base, boosted = [], []
+        for name, param in self.student.named_parameters():
+            if param.requires_grad:
+                (boosted if self.stage.boosted_lr(name) else base).append(param)
+        groups = [{"params": p, "lr": optim["lr"] * mult} for p, mult in ((base, 1.0), (boosted, optim["boosted_lr_mult"])) if p]
+        if not groups:
+            raise ConfigError(f"stage {self.stage.name} has no trainable parameters")
+        optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"])
+        total, power = self.total_steps, optim["poly_power"]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / total) ** power)
+        return optimizer, scheduler
+
+    def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
+        workers = self.config["data"]["workers"]
+        return DataLoader(dataset, batch_size=self.config["optim"]["batch_size"], sampler=sampler, shuffle=shuffle,
+                          num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=sampler is not None,
+                          persistent_workers=False)
+
+    def _start_logging(self) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        handler = logging.FileHandler(self.out / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        LOG.handlers = [handler]
+        LOG.setLevel(logging.INFO)
+        LOG.propagate = False
+        self.writer = SummaryWriter(str(self.out / "tb"))
+        LOG.info("stage %s: %d train samples, %d steps/epoch, %d steps total, world size %d",
+                 self.stage.name, len(self.train_set), self.steps_per_epoch, self.total_steps, self.ctx.world_size)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _resume(self) -> None:
+        path = self.out / "latest.pth"
+        state = read_checkpoint(path)
+        if state.get("run_config", {}).get("stage") != self.stage.name:
+            raise CheckpointError(f"{path} belongs to stage {state.get('run_config', {}).get('stage')}, not {self.stage.name}")
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
+        self.best = state.get("best", {})
+        if self.stage.frozen_event_encoder and self.config["run"]["merge_frozen_lora"]:
+            merge_lora(self.student.prompt_encoder)
+        rng = state["rng"][min(self.ctx.rank, len(state["rng"]) - 1)]
+        _set_rng_state(rng)
+
+    def _gather_rng(self) -> list:
+        states = [_rng_state()]
+        if self.ctx.enabled:
+            gathered = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(gathered, states[0])
+            states = gathered
+        return states
+
+    def save_latest(self) -> None:
+        rng = self._gather_rng()
+        if not self.ctx.is_main:
+            return
+        save_checkpoint(self.out / "latest.pth", self.student, optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), epoch=self.epoch, step=self.step,
+                        batch_in_epoch=self.batch_in_epoch, run_config=self.config, best=self.best, rng=rng)
+
+    # ---------------------------------------------------------------- training
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def compute_losses(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Forward the student (and teacher), return (total loss, named losses, prediction)."""
+        weights = self.config["loss"]
+        image = batch["image"].to(self.device, non_blocking=True)
+        voxel = batch["voxel"].to(self.device, non_blocking=True)
+        with self._autocast():
+            if self.stage.student_input == "events":
+                pred, features = self.model(voxel, return_features=True)
+            else:
+                pred, features = self.model(image, voxel, return_features=True)
+            named: dict[str, torch.Tensor] = {}
+            if self.teacher is not None:
+                clean = batch.get("image_clean", batch["image"]).to(self.device, non_blocking=True)
+                with torch.no_grad():
+                    target, target_features = self.teacher(clean, return_features=True)
+                if "l1" in self.stage.losses:
+                    named["l1"] = losses.l1_loss(pred.float(), target.float())
+                if "feature_cos" in self.stage.losses:
+                    named["feature_cos"] = losses.feature_cosine_loss(
+                        [f.float() for f in features], [f.float() for f in target_features],
+                        weights["cos_alpha"], weights["cos_beta"])
+            if "silog" in self.stage.losses:
+                depth = batch["depth"].to(self.device, non_blocking=True)
+                valid = batch["valid_mask"].to(self.device, non_blocking=True)
+                named["silog"] = losses.silog_loss(_at_size(pred.float(), depth.shape[-2:]), depth, valid,
+                                                   weights["silog_lambda"])
+        total = sum(weights[name] * value for name, value in named.items())
+        return total, named, pred
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        total, named, pred = self.compute_losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        self.batch_in_epoch += 1
+        self._last_pred = pred
+        return {"loss": float(mean_over_ranks(total.detach(), self.ctx))} | {
+            k: float(mean_over_ranks(v.detach(), self.ctx)) for k, v in named.items()}
+
+    def fit(self) -> dict:
+        """Train until the configured epochs (or ``optim.max_steps``) are done; returns the last logs."""
+        optim, run = self.config["optim"], self.config["run"]
+        max_steps = optim["max_steps"]
+        history: list[dict] = []
+        self.student.train()
+        try:
+            while self.epoch < optim["epochs"] and not (max_steps and self.step >= max_steps):
+                self.train_set.set_epoch(self.epoch)
+                self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * optim["batch_size"])
+                loader = self._loader(self.train_set, sampler=self.sampler)
+                bar = tqdm(loader, desc=f"{self.stage.name} epoch {self.epoch + 1}/{optim['epochs']}",
+                           initial=self.batch_in_epoch, total=self.steps_per_epoch, disable=not self.ctx.is_main,
+                           dynamic_ncols=True, file=sys.stderr)
+                for batch in bar:
+                    logs = self.train_step(batch)
+                    history.append(logs)
+                    lr = self.scheduler.get_last_lr()[0]
+                    if self.ctx.is_main:
+                        bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
+                        if self.step % run["log_every"] == 0 or self.step == 1:
+                            self._log_scalars("train", logs, lr)
+                        if run["image_every_steps"] and self.step % run["image_every_steps"] == 0:
+                            self._log_panel(batch)
+                    if run["checkpoint_every_steps"] and self.step % run["checkpoint_every_steps"] == 0:
+                        self.save_latest()
+                    if max_steps and self.step >= max_steps:
+                        break
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    self._end_epoch()
+                    continue
+                self.save_latest()
+                break
+            self.export("model.pth")
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return {"history": history, "best": self.best}
+
+    def _end_epoch(self) -> None:
+        metrics = self.validate() if self.val_set is not None else {}
+        if metrics and self.ctx.is_main:
+            key, value = self._selection(metrics)
+            LOG.info("epoch %d validation: %s", self.epoch, {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)})
+            self._log_scalars("val", {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, None)
+            if value is not None and (key not in self.best or value < self.best[key]):
+                self.best = {key: value, "epoch": self.epoch}
+                self.export("best.pth")
+        self.save_latest()
+
+    def _selection(self, metrics: dict) -> tuple[str, float | None]:
+        return ("abs_rel", metrics.get("abs_rel")) if self.stage.name == "adapt" else ("loss", metrics.get("loss"))
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Adapt: the evaluation protocol's metrics (reduced over ranks). Align/fuse: the stage loss."""
+        self.student.eval()
+        info = dataset_info(self.config["data"]["dataset"])
+        sampler = ResumableSampler(len(self.val_set), self.ctx, seed=0, shuffle=False)
+        sums = empty_sums()
+        sums = {k: torch.tensor(float(v), dtype=torch.float64, device=self.device) for k, v in sums.items()}
+        loss_sum, batches = torch.zeros((), device=self.device, dtype=torch.float64), 0
+        for batch in self._loader(self.val_set, sampler=sampler):
+            total, _, pred = self.compute_losses(batch)
+            loss_sum += total.double()
+            batches += 1
+            if self.stage.name == "adapt":
+                depth = batch["depth"].to(self.device)
+                sums = add_sums(sums, batch_metric_sums(_at_size(pred.float(), depth.shape[-2:]), depth, info.min_depth, info.max_depth))
+        self.student.train()
+        metrics: dict = {"loss": float(mean_over_ranks(loss_sum / max(batches, 1), self.ctx))}
+        if self.stage.name == "adapt":
+            metrics |= {k: v for k, v in finalize_sums(all_reduce_sums(sums)).items() if v is not None}
+        return metrics
+
+    def export(self, name: str) -> None:
+        """Model-only checkpoint (no optimizer): what the next stage, inference and eval read."""
+        if self.ctx.is_main:
+            save_checkpoint(self.out / name, self.student, run_config=self.config, epoch=self.epoch, step=self.step)
+
+    # ---------------------------------------------------------------- logging
+    def _log_scalars(self, split: str, values: dict, lr: float | None) -> None:
+        for key, value in values.items():
+            if isinstance(value, float) and math.isfinite(value):
+                self.writer.add_scalar(f"{split}/{key}", value, self.step)
+        if lr is not None:
+            self.writer.add_scalar("train/lr", lr, self.step)
+        LOG.info("%s step %d %s", split, self.step, " ".join(f"{k}={v:.5g}" for k, v in values.items() if isinstance(v, float)))
+
+    def _log_panel(self, batch: dict) -> None:
+        """TensorBoard image panel: image | events | prediction | ground truth (first sample)."""
+        def norm(x: torch.Tensor) -> torch.Tensor:
+            x = torch.nan_to_num(x.float(), nan=0.0)
+            return (x - x.min()) / (x.max() - x.min() + 1e-8)
+
+        image = norm(batch["image"][0].mean(0))
+        events = norm(batch["voxel"][0].sum(0))
+        pred = norm(self._last_pred[0].detach().cpu())
+        tiles = [image, events, pred]
+        if self.stage.name == "adapt":
+            tiles.append(norm(batch["depth"][0]))
+        self.writer.add_image("panel", torch.cat(tiles, dim=1)[None], self.step)
+
+
+def train(config: dict, resume: bool = False) -> dict:
+    """Run one stage; the entry point of ``python -m fuse align|fuse|adapt``."""
+    trainer = Trainer(config, resume=resume)
+    try:
+        started = time.time()
+        result = trainer.fit()
+        if trainer.ctx.is_main:
+            LOG.info("done in %.1f s; best %s", time.time() - started, trainer.best)
+        return result
+    finally:
+        cleanup()
