@@ -41,6 +41,13 @@ class Recording:
     def nearest_image(self, k: int) -> int:
         return int(np.argmin(np.abs(self.image_ts - self.depth_ts[k])))
 
+    def kept_frames(self) -> list[int]:
+        """Frames with an image within 10 ms and a non-empty window, by brute force."""
+        return [
+            k for k in range(len(self.depth_ts))
+            if abs(self.image_ts[self.nearest_image(k)] - self.depth_ts[k]) <= 0.010 and len(self.window(k))
+        ]
+
 
 def write_recording(
     root: Path,
@@ -51,17 +58,24 @@ def write_recording(
     width: int = 16,
     events_per_frame: int = 150,
     no_image_frames: tuple[int, ...] = (12,),
+    image_offsets: dict[int, float] | None = None,
     empty_window_frames: tuple[int, ...] = (7,),
     edge_frame: int = 3,
     seed: int = 0,
     drop_keys: tuple[str, ...] = (),
 ) -> Recording:
-    """Write ``<root>/<sequence>_data.hdf5`` and ``_gt.hdf5``; frame ``edge_frame`` gets events
-    exactly at both ends of its window."""
+    """Write ``<root>/<sequence>_data.hdf5`` and ``_gt.hdf5``.
+
+    Frames in ``no_image_frames`` get no image near them; ``image_offsets`` sets the image
+    offset of some frames (default: 16 just over, 17 just under 10 ms); frame ``edge_frame``
+    gets events exactly at both ends of its window."""
     rng = np.random.default_rng(seed)
     depth_ts = T0 + 0.05 * np.arange(1, num_depth + 1) + rng.uniform(-0.002, 0.002, num_depth)
 
     near = depth_ts + rng.uniform(-0.008, 0.008, num_depth)
+    offsets = {16: 0.0105, 17: -0.0095} if image_offsets is None else image_offsets
+    for k, offset in offsets.items():
+        near[k] = depth_ts[k] + offset
     between = depth_ts + 0.025
     keep = np.ones(num_depth, bool)
     keep[list(no_image_frames)] = False
