@@ -37,7 +37,10 @@ LOG = logging.getLogger("fuse.train")
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """All RNG states, in plain types so the checkpoint stays loadable with ``weights_only``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -45,7 +48,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -184,7 +188,10 @@ class Trainer:
         workers = self.config["data"]["workers"]
         return DataLoader(dataset, batch_size=self.config["optim"]["batch_size"], sampler=sampler, shuffle=shuffle,
                           num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=sampler is not None,
-                          persistent_workers=False)
+                          persistent_workers=False,
+                          # Its own generator: creating a loader must not consume the global RNG, or a
+                          # resumed run would draw different dropout masks than an uninterrupted one.
+                          generator=torch.Generator().manual_seed(self.config["run"]["seed"]))
 
     def _start_logging(self) -> None:
         from torch.utils.tensorboard import SummaryWriter

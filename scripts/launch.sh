@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Shared launcher for the stage scripts: `scripts/launch.sh COMMAND ARGS...` runs
+# `python -m fuse COMMAND ARGS...` in one process, or under torchrun when GPUS > 1 or NNODES > 1.
+#   GPUS         processes per node (default 1)
+#   NNODES       number of nodes (default 1); NODE_RANK, MASTER_ADDR, MASTER_PORT for multi-node runs
+#   PYTHON       interpreter (default: python3)
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+GPUS=${GPUS:-1}
+NNODES=${NNODES:-1}
+if [[ "$GPUS" -gt 1 || "$NNODES" -gt 1 ]]; then
+  exec "$PYTHON" -m torch.distributed.run \
+    --nproc_per_node="$GPUS" --nnodes="$NNODES" --node_rank="${NODE_RANK:-0}" \
+    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}" \
+    -m fuse "$@"
+fi
+exec "$PYTHON" -m fuse "$@"
