@@ -79,7 +79,7 @@ def voxel_grids(
 
     Windows may overlap or be empty (zeros); each is normalized in time by its own first and
     last event, exactly as if :func:`voxel_grid` were called on it. Batching avoids a Python
-    loop over windows: all events go through one vectorized pass and one scatter.
+    loop over windows: all events go through one vectorized pass.
     """
     _check_grid(num_bins, height, width)
     if _is_tensor(events):
@@ -125,9 +125,11 @@ def _voxel_grids_numpy(
 ) -> np.ndarray:
     n_windows = len(starts)
     plane = height * width
-    # One spare plane per window collects the upper weights of the last bin, which are dropped.
-    stride = (num_bins + 1) * plane
-    grid = np.zeros(n_windows * stride)
+    volume = num_bins * plane
+    # Complex accumulator: the real part collects each event's weight for its lower bin, the
+    # imaginary part its weight for the bin above (shifted up one plane at the end), so one
+    # np.add.at per block does both scatters.
+    grid = np.zeros(n_windows * volume, np.complex128)
     rows, win = _window_layout(starts, stops)
     ev = events[rows]
     n = len(ev)
@@ -139,10 +141,10 @@ def _voxel_grids_numpy(
     last[nonempty] = events[stops[nonempty] - 1, 0]
     scale = _time_scaling(first, last, num_bins)
 
-    # Work block by block so every temporary stays in cache; np.add.at into a float64 grid
-    # is as fast as np.bincount and needs no per-event arrays of the full length.
+    # Work block by block so that every temporary stays in cache.
     size = max(1, min(_BLOCK, n))
-    tn, low, frac, w_low, sign, fx, fy = (np.empty(size) for _ in range(7))
+    tn, low, frac, sign, fx, fy = (np.empty(size) for _ in range(6))
+    weights = np.empty(size, np.complex128)
     index = np.empty(size, np.intp)
     for s in range(0, n, size):
         e = min(s + size, n)
@@ -162,38 +164,41 @@ def _voxel_grids_numpy(
         if not (x.min() >= 0 and y.min() >= 0 and x.max() < width and y.max() < height):
             raise ValueError(f"event coordinates outside the {width}x{height} sensor (or not finite)")
 
-        b, dt, wl, sg = low[:k], frac[:k], w_low[:k], sign[:k]
+        b, dt, sg = low[:k], frac[:k], sign[:k]
+        w = weights[:k].view(np.float64).reshape(k, 2)
         np.trunc(a, out=b)
         np.subtract(a, b, out=dt)
-        np.subtract(1.0, dt, out=wl)
+        np.subtract(1.0, dt, out=w[:, 0])
         # p - 0.5 is positive exactly for ON events in both polarity conventions.
         np.subtract(blk[:, 3], 0.5, out=sg, dtype=np.float64)
-        np.copysign(wl, sg, out=wl)
-        np.copysign(dt, sg, out=dt)
+        np.copysign(w[:, 0], sg, out=w[:, 0])
+        np.copysign(dt, sg, out=w[:, 1])
         if lo < 0 or hi >= num_bins:
             # Only for windows not sorted by time: drop events outside first..last.
             bad = (a < 0) | (b >= num_bins)
             b[bad] = 0.0
-            wl[bad] = 0.0
-            dt[bad] = 0.0
+            w[bad] = 0.0
 
         b *= plane
         y *= width
         b += y
         b += x
         if wb is not None:
-            b += wb * float(stride)
+            b += wb * float(volume)
         idx = index[:k]
         np.copyto(idx, b, casting="unsafe")
-        np.add.at(grid, idx, wl)
-        idx += plane
-        np.add.at(grid, idx, dt)
+        np.add.at(grid, idx, weights[:k])
 
-    grid = grid.reshape(n_windows, num_bins + 1, height, width)[:, :num_bins]
-    return grid.astype(np.float32)
+    grid = grid.reshape(n_windows, num_bins, plane)
+    out = grid.real.copy()
+    out[:, 1:] += grid.imag[:, :-1]  # the upper weight of the last bin is dropped
+    return out.astype(np.float32).reshape(n_windows, num_bins, height, width)
 
 
-def _voxel_grids_torch(events, starts, stops, num_bins: int, height: int, width: int):
+def _voxel_grids_torch(
+    events: torch.Tensor, starts: ArrayLike, stops: ArrayLike, num_bins: int, height: int, width: int
+) -> torch.Tensor:
+    """Same computation with torch ops on the events' device (float64 sums, index_add_)."""
     import torch
 
     device = events.device
