@@ -1,0 +1,261 @@
+"""Depth prediction at the sensor resolution, and the frame sources inference reads from.
+
+:func:`predict` feeds the network exactly what evaluation feeds it: the dataset's val/test
+geometry (aspect-preserving resize so both sides are at least ``size`` and multiples of 14,
+bicubic for image and voxel, ``fuse.data.transforms``), ImageNet-normalized RGB and a voxel
+standardized after resizing (spec §6). The prediction is brought back to the original
+resolution with bilinear ``align_corners=True`` interpolation, as upstream FUSE does before
+computing metrics.
+
+Sources yield :class:`FrameRef` s (a name and a loader), so a restartable caller can skip a
+finished frame without reading its files:
+
+* :class:`SplitSource`: a processed split list (``fuse.data.dataset`` layout and loaders);
+* :class:`RecordingSource`: a raw MVSEC-format ``<name>_data.hdf5`` / ``<name>_gt.hdf5`` pair,
+  streamed with ``fuse.events.MvsecRecording``; each 50 ms window is voxelized on the fly.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fuse.data.dataset import check_files_exist, load_depth, load_image_rgb, load_voxel, read_split_list
+from fuse.data.prep import sample_stem
+from fuse.data.transforms import lower_bound_size, normalize_image, resize_image, resize_voxel
+from fuse.events import FrameInfo, MvsecRecording, normalize_voxel, voxel_grid
+
+IMAGE_KINDS = ("fuse", "depth_anything_v2")
+EVENT_KINDS = ("fuse", "event_student")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame's data at the sensor resolution.
+
+    ``image``: H×W×3 uint8 RGB; ``voxel``: bins×H×W float32, not normalized; ``depth``: H×W
+    float32 metres (NaN = no depth), or None without ground truth.
+    """
+
+    stem: str
+    image: np.ndarray
+    voxel: np.ndarray
+    depth: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """A frame's output name and how to load it."""
+
+    stem: str
+    load: Callable[[], Frame]
+
+
+def _as_batch(array: np.ndarray | Sequence[np.ndarray] | None,
+              single_ndim: int) -> tuple[list[np.ndarray] | None, bool]:
+    """A list of samples and whether the input was a batch (one extra leading axis or a sequence)."""
+    if array is None:
+        return None, False
+    if isinstance(array, np.ndarray) and array.ndim == single_ndim:
+        return [array], False
+    return [np.asarray(a) for a in array], True
+
+
+def network_inputs(
+    images: Sequence[np.ndarray] | None, voxels: Sequence[np.ndarray] | None, size: int = 266
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Stack images (H×W×3 RGB, uint8 or float in [0, 1]) and raw voxels into network tensors.
+
+    Every sample goes through the dataset's val/test steps: uint8 -> [0, 1] float32, resize to
+    ``lower_bound_size``, then ImageNet normalization / per-sample voxel standardization.
+    All samples must share one original size.
+    """
+    shapes = {a.shape[:2] for a in images or []} | {v.shape[1:] for v in voxels or []}
+    if len(shapes) != 1:
+        raise ValueError(f"every image and voxel of a batch must have the same height and width, got {sorted(shapes)}")
+    height, width = shapes.pop()
+    hw = lower_bound_size(height, width, size)
+    image_tensor = voxel_tensor = None
+    if images is not None:
+        prepared = []
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"images must be H×W×3 RGB, got shape {image.shape}")
+            rgb = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image.astype(np.float32)
+            prepared.append(normalize_image(resize_image(rgb, hw)))
+        image_tensor = torch.from_numpy(np.stack(prepared))
+    if voxels is not None:
+        prepared = [normalize_voxel(resize_voxel(voxel, hw).astype(np.float32)) for voxel in voxels]
+        voxel_tensor = torch.from_numpy(np.stack(prepared))
+    return image_tensor, voxel_tensor
+
+
+def predict(
+    model: nn.Module,
+    image: np.ndarray | Sequence[np.ndarray] | None,
+    voxel: np.ndarray | Sequence[np.ndarray] | None,
+    size: int = 266,
+) -> np.ndarray:
+    """Depth (or relative inverse depth, for a relative head) at the inputs' original resolution.
+
+    ``image``: H×W×3 RGB (uint8 or float in [0, 1]) or a batch of them (B×H×W×3 or a list);
+    ``voxel``: a raw bins×H×W voxel grid or a batch. A ``fuse`` model needs both,
+    ``depth_anything_v2`` the image, ``event_student`` the voxel; an input the model does not
+    use is ignored. Runs in eval mode under ``torch.inference_mode()`` on the model's device and
+    returns float32 H×W (B×H×W for a batch).
+    """
+    kind = model.config.kind
+    needs_image, needs_voxel = kind in IMAGE_KINDS, kind in EVENT_KINDS
+    if needs_image and image is None:
+        raise ValueError(f"a {kind} model needs an image")
+    if needs_voxel and voxel is None:
+        raise ValueError(f"a {kind} model needs an event voxel grid")
+    images, image_batched = _as_batch(image, 3) if needs_image else (None, False)
+    voxels, voxel_batched = _as_batch(voxel, 3) if needs_voxel else (None, False)
+    batched = image_batched if needs_image else voxel_batched
+    if needs_image and needs_voxel:
+        if image_batched != voxel_batched:
+            raise ValueError("pass image and voxel both as single samples or both as batches")
+        if len(images) != len(voxels):
+            raise ValueError(f"got {len(images)} images but {len(voxels)} voxel grids")
+    bins = model.config.event_bins
+    for grid in voxels or []:
+        if grid.ndim != 3 or grid.shape[0] != bins:
+            raise ValueError(f"the model expects voxel grids of shape ({bins}, H, W), got {grid.shape}")
+
+    image_tensor, voxel_tensor = network_inputs(images, voxels, size)
+    height, width = images[0].shape[:2] if images is not None else voxels[0].shape[1:]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if kind == "fuse":
+                out = model(image_tensor.to(device), voxel_tensor.to(device))
+            elif kind == "depth_anything_v2":
+                out = model(image_tensor.to(device))
+            else:
+                out = model(voxel_tensor.to(device))
+            out = F.interpolate(out[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+    finally:
+        model.train(was_training)
+    depth = out.float().cpu().numpy()
+    return depth if batched else depth[0]
+
+
+def _unique_stems(image_paths: Sequence[Path]) -> list[str]:
+    """Output names: the image file stems, prefixed by the sequence folder where they repeat.
+
+    A split list of one sequence keeps the processed names (``000123``), so predictions pair
+    with ``<seq>/depths/`` in ``fuse eval``; a list over several sequences gets
+    ``<seq>_000123``.
+    """
+    stems = [path.stem for path in image_paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    stems = [f"{path.parent.parent.name}_{path.stem}" for path in image_paths]
+    repeated = [stem for stem, count in Counter(stems).items() if count > 1]
+    if repeated:
+        raise ValueError(f"the split list names several images that map to the output name {repeated[0]!r}")
+    return stems
+
+
+class SplitSource:
+    """Frames of a processed split list, read with the dataset's own loaders (no resizing)."""
+
+    def __init__(self, split_file: str | os.PathLike, num_bins: int | None = None) -> None:
+        self.path = Path(split_file)
+        self.samples = read_split_list(self.path)
+        check_files_exist(self.samples, self.path)
+        self.num_bins = num_bins
+        self.stems = _unique_stems([image for image, _, _ in self.samples])
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[FrameRef]:
+        for stem, paths in zip(self.stems, self.samples):
+            yield FrameRef(stem, lambda paths=paths, stem=stem: self._load(stem, *paths))
+
+    def _load(self, stem: str, image_path: Path, depth_path: Path, voxel_path: Path) -> Frame:
+        image = load_image_rgb(image_path)
+        height, width = image.shape[:2]
+        return Frame(stem, image, load_voxel(voxel_path, height, width, self.num_bins),
+                     load_depth(depth_path, height, width))
+
+    def close(self) -> None:
+        """Nothing to release; present so every source can be closed the same way."""
+
+    def __enter__(self) -> "SplitSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def recording_paths(recording: str | os.PathLike) -> tuple[Path, Path]:
+    """``DIR/NAME`` (or ``DIR/NAME_data.hdf5``) -> the ``_data.hdf5`` and ``_gt.hdf5`` pair."""
+    text = os.fspath(recording)
+    for ending in ("_data.hdf5", "_gt.hdf5"):
+        if text.endswith(ending):
+            text = text[: -len(ending)]
+    return Path(text + "_data.hdf5"), Path(text + "_gt.hdf5")
+
+
+class RecordingSource:
+    """Frames of a raw MVSEC-format recording: every depth frame the MVSEC selection keeps.
+
+    The selection (nearest image within 10 ms, non-empty 50 ms event window; spec §6) is
+    ``MvsecRecording``'s; frames are named by their depth-frame index, like the prepared files.
+    """
+
+    def __init__(self, recording: str | os.PathLike, num_bins: int) -> None:
+        self.data_path, self.gt_path = recording_paths(recording)
+        self.num_bins = num_bins
+        self.recording = MvsecRecording(self.data_path, self.gt_path)
+        try:
+            infos = list(self.recording.frames())
+        except BaseException:
+            self.recording.close()
+            raise
+        self.kept = [info for info in infos if info.kept]
+        self.skipped = Counter(info.skip_reason for info in infos if not info.kept)
+
+    @property
+    def description(self) -> str:
+        return str(self.data_path)
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def __iter__(self) -> Iterator[FrameRef]:
+        for info in self.kept:
+            stem = sample_stem(info.depth_index)
+            yield FrameRef(stem, lambda info=info, stem=stem: self._load(stem, info))
+
+    def _load(self, stem: str, info: FrameInfo) -> Frame:
+        sample = self.recording.load(info)
+        height, width = sample.image.shape
+        image = np.repeat(sample.image[:, :, None], 3, axis=2)  # gray -> RGB, as load_image_rgb does
+        voxel = voxel_grid(sample.events, self.num_bins, height, width)
+        return Frame(stem, image, voxel, sample.depth)
+
+    def close(self) -> None:
+        self.recording.close()
+
+    def __enter__(self) -> "RecordingSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

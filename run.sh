@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Predict depth with a FUSE checkpoint: a thin wrapper over `python -m fuse infer`.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+usage() {
+    cat <<'EOF'
+Usage: ./run.sh [options] [infer options...]
+
+Predict depth maps, colored PNGs and panels with a FUSE checkpoint.
+Each setting comes from an option or else from the environment variable in brackets.
+
+  -c, --checkpoint FILE     checkpoint to load                          [CHECKPOINT]
+  -s, --split LIST          processed split list                        [SPLIT]
+  -r, --recording DIR/NAME  raw MVSEC recording (NAME_data.hdf5 + NAME_gt.hdf5)  [RECORDING]
+  -d, --dataset NAME        mvsec | dense | eventscape (default mvsec)  [DATASET]
+  -o, --out DIR             output folder (default outputs/infer)       [OUT]
+  -h, --help                show this help
+
+Give exactly one of --split and --recording. Other options go to `python -m fuse infer`
+unchanged, e.g. --mp4, --limit 100, --device cpu, --batch-size 8, --overwrite, and for
+upstream FUSE files --head metric --max-depth 80 (MVSEC) or 1000 (DENSE).
+The Python interpreter is $PYTHON, else the repository's .venv, else python3.
+
+Examples:
+  ./run.sh -c checkpoints/fuse_mvsec.pth -s data/mvsec/test/outdoor_day1.txt -o out/day1 --mp4
+  CHECKPOINT=ckpt.pt RECORDING=mvsec/outdoor_night1 OUT=out/night1 ./run.sh --limit 200
+EOF
+}
+
+checkpoint="${CHECKPOINT:-}"
+split="${SPLIT:-}"
+recording="${RECORDING:-}"
+dataset="${DATASET:-mvsec}"
+out="${OUT:-outputs/infer}"
+extra=()
+
+while (($#)); do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        -c|--checkpoint|-s|--split|-r|--recording|-d|--dataset|-o|--out)
+            if (($# < 2)); then
+                echo "error: $1 needs a value" >&2
+                exit 2
+            fi
+            case "$1" in
+                -c|--checkpoint) checkpoint="$2" ;;
+                -s|--split) split="$2" ;;
+                -r|--recording) recording="$2" ;;
+                -d|--dataset) dataset="$2" ;;
+                -o|--out) out="$2" ;;
+            esac
+            shift 2 ;;
+        *) extra+=("$1"); shift ;;
+    esac
+done
+
+if [[ -z "$checkpoint" || ( -z "$split" && -z "$recording" ) ]]; then
+    usage >&2
+    exit 2
+fi
+if [[ -n "$split" && -n "$recording" ]]; then
+    echo "error: give either a split list or a recording, not both" >&2
+    exit 2
+fi
+
+if [[ -n "$split" ]]; then
+    source_args=(--split "$split")
+else
+    source_args=(--recording "$recording")
+fi
+
+if [[ -n "${PYTHON:-}" ]]; then
+    python="$PYTHON"
+elif [[ -x "$here/.venv/bin/python" ]]; then
+    python="$here/.venv/bin/python"
+else
+    python=python3
+fi
+
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+exec "$python" -m fuse infer --checkpoint "$checkpoint" "${source_args[@]}" --dataset "$dataset" --out "$out" \
+    ${extra[@]+"${extra[@]}"}
