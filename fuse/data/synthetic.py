@@ -24,7 +24,7 @@ Files (dtypes as in MVSEC):
 ``<name>_gt.hdf5``
     ``davis/left/depth_image_rect`` K×H×W float32 metres (NaN = no depth: sky, and anything
     farther than ``max_depth``, like a LiDAR out of range) with ``depth_image_rect_ts``;
-    ``depth_image_raw`` / ``depth_image_raw_ts`` are hard links to the rectified ones (the
+    ``depth_image_raw`` / ``depth_image_raw_ts`` are copies of the rectified ones (the
     synthetic camera has no distortion).
 
 Not written: IMU, right DAVIS, VI-sensor, velodyne, ``blended_image_rect``, ``odometry``,
@@ -57,12 +57,12 @@ NEAR = 0.2
 FAR = 160.0  # boxes beyond this are not traced (fog has swallowed them)
 
 TEXTURE_SIZE = 512
-MIP_LEVELS = 7  # 0-3 and 3-6 in two 4-channel stacks
+MIP_LEVELS = 4  # blur sigma 0, 1, 4, 16 texels: one 4-channel image, one remap per render
 GROUND_TEXELS = 40.0  # texture texels per metre on the ground
 SKY_TEXELS = 300.0  # texels per radian on the sky
 HORIZON = 0.8  # day sky radiance at the horizon, also the fog colour
 NIGHT_SKY = 0.03  # city sky glow, also the colour of the night haze
-LOG_EPS = 5e-3  # dark-current floor of the event pixel's log response: dims contrast at night
+LOG_EPS = 2e-2  # dark-current floor of the event pixel's log response: dims contrast at night
 
 SKY, GROUND, BOX = 0, 1, 2
 BUILDING, WALL, POLE, VEHICLE = 0, 1, 2, 3
@@ -147,7 +147,7 @@ class Trajectory:
     @classmethod
     def random(cls, rng: np.random.Generator) -> Trajectory:
         return cls(
-            speed=rng.uniform(6.5, 9.0), speed_var=0.12, speed_period=rng.uniform(6.0, 10.0),
+            speed=rng.uniform(5.5, 8.0), speed_var=0.12, speed_period=rng.uniform(6.0, 10.0),
             speed_phase=rng.uniform(0, 2 * np.pi), sway=rng.uniform(0.25, 0.45),
             sway_period=rng.uniform(5.0, 8.0), sway_phase=rng.uniform(0, 2 * np.pi),
             look=np.deg2rad(rng.uniform(2.0, 4.0)), look_period=rng.uniform(3.0, 6.0),
@@ -192,9 +192,6 @@ class Boxes:
     win_y0: np.ndarray
     win_y1: np.ndarray
     win_albedo: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.x0)
 
 
 class _BoxList:
@@ -279,27 +276,23 @@ def _segment_layout(seed: int, index: int, boxes: _BoxList, lamps: list[tuple[fl
             boxes.add(rng, -3.2, -1.3, start, start + rng.uniform(5.0, 8.0), rng.uniform(2.5, 3.5), VEHICLE)
 
 
-def _fractal_mips(rng: np.random.Generator, size: int = TEXTURE_SIZE, levels: int = MIP_LEVELS) -> list[np.ndarray]:
-    """Tileable multi-scale noise (amplitude ∝ 1/f, like natural images) and its Gaussian mips.
+def _fractal_mips(rng: np.random.Generator, size: int = TEXTURE_SIZE) -> np.ndarray:
+    """Tileable multi-scale noise (amplitude ∝ 1/f, like natural images) and its mip levels.
 
-    Level l is blurred with sigma = 2^(l-1) texels, the right prefilter for a footprint of
-    2^l texels per pixel, so far-away textures blur instead of aliasing into event storms.
-    Returned as 4-channel float32 stacks of levels (0-3, 3-6), wrap-padded by
-    one texel for bilinear lookups.
+    Level l is blurred with sigma = 4^l / 4 texels (level 0 nearly sharp), the prefilter for a
+    footprint of 4^l texels per pixel, so far-away textures blur instead of aliasing into
+    event storms. Returned as one (size+1)² × 4 float32 image, wrap-padded by one texel for
+    bilinear lookups.
     """
     f = np.fft.fftfreq(size)
     radius = np.hypot(f[:, None], f[None, :])
     radius[0, 0] = 1.0
-    spectrum = np.fft.fft2(rng.standard_normal((size, size))) * radius ** -1.0
+    spectrum = np.fft.fft2(rng.standard_normal((size, size))) / radius
     spectrum[0, 0] = 0.0
-    base = np.fft.ifft2(spectrum).real
-    spectrum /= base.std()
-    stack = []
-    for level in range(levels):
-        sigma = 0.0 if level == 0 else 2.0 ** (level - 1)
-        stack.append(np.fft.ifft2(spectrum * np.exp(-2 * (np.pi * sigma * radius) ** 2)).real)
-    padded = np.pad(np.stack(stack, axis=-1), ((0, 1), (0, 1), (0, 0)), mode="wrap").astype(np.float32)
-    return [np.ascontiguousarray(padded[..., i:i + 4]) for i in range(0, levels - 1, 3)]
+    spectrum /= np.fft.ifft2(spectrum).real.std()
+    levels = [np.fft.ifft2(spectrum * np.exp(-2 * (np.pi * (4.0 ** level / 4) * radius) ** 2)).real
+              for level in range(MIP_LEVELS)]
+    return np.pad(np.stack(levels, axis=-1), ((0, 1), (0, 1), (0, 0)), mode="wrap").astype(np.float32)
 
 
 @dataclass
@@ -310,7 +303,7 @@ class Scene:
     boxes: Boxes
     lamps: np.ndarray
     trajectory: Trajectory
-    mips: list[np.ndarray] = field(repr=False)
+    mips: np.ndarray = field(repr=False)
 
     @classmethod
     def generate(cls, seed: int, duration: float) -> Scene:
@@ -321,7 +314,7 @@ class Scene:
         lamps: list[tuple[float, float, float]] = []
         for index in range(-1, int(math.ceil(z_end / SEGMENT_LENGTH))):
             _segment_layout(seed, index, boxes, lamps)
-        return cls(seed, boxes.build(), np.array(lamps), trajectory, _fractal_mips(_rng(seed, 2)))
+        return cls(seed, boxes.build(), np.array(lamps, dtype=np.float32), trajectory, _fractal_mips(_rng(seed, 2)))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -356,7 +349,7 @@ def _ground_albedo(x: np.ndarray, z: np.ndarray, fp_x: np.ndarray, fp_z: np.ndar
             + walk * 0.42 * (1 + 0.08 * tex) * (1 - 0.3 * tiles)
             + verge * 0.25 * (1 + 0.15 * tex))
     marks = np.clip(_interval(x, -0.08, 0.08, fp_x) * _pulses(z, 9.0, 3.0, fp_z)
-                    + _interval(ax, 3.6, 3.75, fp_x) * _pulses(z, 2.0, 1.2, fp_z), 0.0, 1.0)
+                    + _interval(ax, 3.6, 3.75, fp_x), 0.0, 1.0)
     return base * (1 - marks) + 0.7 * marks
 
 
@@ -407,7 +400,7 @@ class Renderer:
             self.z_ground = np.where(self.pixel_b > 0, CAMERA_HEIGHT / self.pixel_b, np.inf).astype(np.float32)
         self.open_kind = np.where(self.pixel_b > 0, GROUND, SKY).astype(np.int8)
         self.elevation = np.arctan2(-self.pixel_b, np.hypot(1.0, self.pixel_a)).astype(np.float32)
-        self.level_offset = np.arange(h * w) * 4
+        self.level_offset = np.arange(h * w) * MIP_LEVELS
         sun = np.array([0.45, 0.75, -0.5])
         self.sun = sun / np.linalg.norm(sun)
 
@@ -430,7 +423,7 @@ class Renderer:
         order = np.argsort(z_in, axis=0, kind="stable")
         z_sorted = np.take_along_axis(z_in, order, axis=0)
         with np.errstate(invalid="ignore"):
-            v_top = np.where(hit.any(axis=0) & np.isfinite(z_sorted),
+            v_top = np.where(np.isfinite(z_sorted),
                              cam.cy + cam.fy * (CAMERA_HEIGHT - boxes.top[near][order]) / z_sorted, np.inf)
         # Sorted box k covers rows >= first_row[k] not already taken by nearer boxes; decode
         # these runs column by column into a per-pixel slot (len(near) = no box).
@@ -485,19 +478,12 @@ class Renderer:
         size = np.float32(TEXTURE_SIZE)
         mu = (u - np.floor(u / size) * size).reshape(shape)
         mv = (v - np.floor(v / size) * size).reshape(shape)
-        level = np.clip(np.log2(np.maximum(footprint, np.float32(1e-6))), 0.0, MIP_LEVELS - 1.001)
+        levels = cv2.remap(self.scene.mips, mu, mv, cv2.INTER_LINEAR).ravel()
+        level = np.clip(0.5 * np.log2(np.maximum(footprint, np.float32(1e-6))), 0.0, MIP_LEVELS - 1.001)
         low = level.astype(np.int64)
-        frac = level - low
-        # Mip stacks overlap by one level, so both levels of a pixel come from one stack.
-        stack = np.minimum(low // 3, len(self.scene.mips) - 1)
-        at = self.level_offset + (low - 3 * stack)
-        below, above = np.empty_like(frac), np.empty_like(frac)
-        for i, mips in enumerate(self.scene.mips):
-            pick = np.flatnonzero(stack == i)
-            if len(pick):
-                sampled = cv2.remap(mips, mu, mv, cv2.INTER_LINEAR).ravel()
-                below[pick], above[pick] = sampled[at[pick]], sampled[at[pick] + 1]
-        return below + (above - below) * frac
+        at = self.level_offset + low
+        below = levels[at]
+        return below + (levels[at + 1] - below) * (level - low)
 
     def radiance(self, t: float) -> tuple[np.ndarray, Surface]:
         """Linear scene radiance (H×W float32, ~[0, 1], lamp glow above) and the geometry."""
@@ -548,7 +534,7 @@ class Renderer:
         beam = np.exp(-(self.pixel_a ** 2) / (2 * 0.35 ** 2) - np.maximum(wy - 1.5, 0.0) / 3.0)
         light = 0.05 + 1.2 * beam / (1 + (depth / 12.0) ** 2)
         lamps = self.scene.lamps
-        for lx, ly, lz in lamps[(lamps[:, 2] > camera_z - 10.0) & (lamps[:, 2] < camera_z + 60.0)]:
+        for lx, ly, lz in lamps[(lamps[:, 2] > camera_z - 10.0) & (lamps[:, 2] < camera_z + 50.0)].tolist():
             light = light + 0.6 * 36.0 / ((wx - lx) ** 2 + (wy - ly) ** 2 + (wz - lz) ** 2 + 36.0)
         return light
 
@@ -614,15 +600,16 @@ class EventSimulator:
         pixels = np.flatnonzero(counts)
         n = counts[pixels]
         sign = np.where(up[pixels] > 0, 1.0, -1.0)
-        step = np.where(sign > 0, self.positive[pixels], self.negative[pixels])
+        threshold = np.where(sign > 0, self.positive[pixels], self.negative[pixels])
         pix = np.repeat(pixels, n)
         k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n) + 1
-        level = self.reference[pix] + np.repeat(sign * step, n) * k
+        level = self.reference[pix] + np.repeat(sign * threshold, n) * k
         before, after = self.previous[pix], new[pix]
-        frac = np.clip((level - before) / (after - before), 0.0, 1.0)
+        change = np.where(after != before, after - before, 1.0)
+        frac = np.clip((level - before) / change, 0.0, 1.0)
         times = self.t + frac * (t - self.t)
         polarity = np.repeat(sign, n)
-        self.reference[pixels] += sign * step * n
+        self.reference[pixels] += sign * threshold * n
 
         n_noise = self.rng.poisson(self.noise_rate * new.size * (t - self.t))
         noise_pix = self.rng.integers(0, new.size, n_noise)
@@ -648,8 +635,8 @@ def _day_frame(radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _night_frame(radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Under-exposed linear frame: black level, shot noise (3 e-/DN) and read noise."""
     signal = 255.0 * 0.3 * np.clip(radiance, 0.0, 4.0)
-    electrons = rng.poisson(signal * 3.0) / 3.0
-    value = 8.0 + electrons + rng.normal(0.0, 2.5, radiance.shape)
+    shot = rng.poisson(signal * 3.0) / 3.0
+    value = 8.0 + shot + rng.normal(0.0, 2.5, radiance.shape)
     return np.clip(np.rint(value), 0, 255).astype(np.uint8)
 
 
@@ -766,10 +753,9 @@ def save_recording(recording: Recording, out_dir: str | os.PathLike, name: str) 
         with h5py.File(temps[1], "w", track_order=False) as f:
             f.attrs.update(attrs)
             left = f.create_group("davis/left")
-            _dataset(left, "depth_image_rect", recording.depth_image_rect, 1)
-            _dataset(left, "depth_image_rect_ts", recording.depth_image_rect_ts, 1 << 12)
-            left["depth_image_raw"] = left["depth_image_rect"]
-            left["depth_image_raw_ts"] = left["depth_image_rect_ts"]
+            for kind in ("rect", "raw"):  # copies, not hard links: visititems() sees a linked object once
+                _dataset(left, f"depth_image_{kind}", recording.depth_image_rect, 1)
+                _dataset(left, f"depth_image_{kind}_ts", recording.depth_image_rect_ts, 1 << 12)
         for temp, final in zip(temps, finals):
             os.replace(temp, final)
     finally:
