@@ -232,6 +232,19 @@ def test_infer_bad_checkpoint_and_arguments_exit_2(workspace, tmp_path, capsys):
                  "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "--dataset" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    (tmp_path / "file").write_text("")
+    assert infer(workspace, tmp_path / "file") == 2
+    assert f"{tmp_path / 'file'} exists and is not a folder" in capsys.readouterr().err
+
+
+def test_infer_head_overrides_reach_the_model(workspace, tmp_path, capsys):
+    assert infer(workspace, tmp_path / "a", "--limit", "1") == 0
+    assert infer(workspace, tmp_path / "b", "--limit", "1", "--max-depth", "40") == 0
+    assert "max 40 m" in capsys.readouterr().out
+    default, halved = (np.load(tmp_path / name / "depth" / "000000.npy") for name in ("a", "b"))
+    np.testing.assert_allclose(halved, default / 2, rtol=1e-5)
+    assert infer(workspace, tmp_path / "c", "--limit", "1", "--head", "relative") == 0
+    assert "relative inverse depth" in capsys.readouterr().out
 
 
 def test_infer_mp4_holds_every_panel_also_after_a_restart(workspace, tmp_path):

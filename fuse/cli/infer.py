@@ -106,6 +106,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise InferInputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 0:
         raise InferInputError(f"--limit must not be negative, got {args.limit}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise InferInputError(f"--out {args.out} exists and is not a folder")
 
 
 def _load_model(args: argparse.Namespace, device: torch.device, info: DatasetInfo) -> nn.Module:
