@@ -35,6 +35,15 @@ def reference_voxel(events: np.ndarray, num_bins: int, height: int, width: int) 
     return grid.reshape(num_bins, height, width).astype(np.float32)
 
 
+def torch_ops_grids(events, starts, stops, num_bins: int, height: int = H, width: int = W) -> np.ndarray:
+    """The torch-op kernel used for non-CPU tensors, run here on CPU so that CI covers it."""
+    out = voxel_module._voxel_grids_torch_ops(
+        torch.as_tensor(events), np.asarray(starts, np.intp), np.asarray(stops, np.intp), num_bins, height, width
+    )
+    assert out.dtype == torch.float32
+    return out.numpy()
+
+
 def random_events(n: int, seed: int = 0, zero_one: bool = False, height: int = H, width: int = W) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.sort(rng.uniform(1.5e9, 1.5e9 + 0.05, n))
@@ -52,7 +61,9 @@ def test_matches_reference(num_bins, zero_one):
     events = random_events(3000, seed=num_bins, zero_one=zero_one)
     out = voxel_grid(events, num_bins, H, W)
     assert out.dtype == np.float32 and out.shape == (num_bins, H, W)
-    np.testing.assert_allclose(out, reference_voxel(events, num_bins, H, W), rtol=0, atol=1e-5)
+    reference = reference_voxel(events, num_bins, H, W)
+    np.testing.assert_allclose(out, reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(torch_ops_grids(events, [0], [len(events)], num_bins)[0], reference, atol=1e-5)
     assert np.abs(out).sum() > 100  # the comparison is not between two empty grids
 
 
@@ -85,17 +96,16 @@ def test_matches_reference_property(n, num_bins, seed, zero_one, repeat_times):
     np.testing.assert_allclose(voxel_grid(events, num_bins, H, W), reference_voxel(events, num_bins, H, W), atol=1e-5)
 
 
-def test_torch_matches_numpy():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_torch_matches_numpy(dtype):
     events = random_events(2000, seed=5)
-    expected = voxel_grid(events, 5, H, W)
-    for dtype in (torch.float64, torch.float32):
-        tensor = torch.from_numpy(events).to(dtype)
-        out = voxel_grid(tensor, 5, H, W)
-        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device == tensor.device
-        # float32 input loses timestamp precision, so only the float64 tensor must agree tightly
-        reference = voxel_grid(tensor.double().numpy(), 5, H, W)
-        np.testing.assert_allclose(out.numpy(), reference, atol=1e-5)
-    np.testing.assert_allclose(voxel_grid(torch.from_numpy(events), 5, H, W).numpy(), expected, atol=1e-5)
+    events[:, 0] -= events[0, 0]  # float32 cannot hold Unix-time seconds to the microsecond
+    tensor = torch.from_numpy(events).to(dtype)
+    expected = voxel_grid(tensor.double().numpy(), 5, H, W)
+    out = voxel_grid(tensor, 5, H, W)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device == tensor.device
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(torch_ops_grids(tensor, [0], [len(events)], 5)[0], expected, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -116,6 +126,7 @@ def test_zero_time_span_puts_everything_in_bin_zero():
     # Unsorted window whose first and last times agree: the span of 1 still scales the others.
     events = np.array([[2.0, 1, 1, 1], [2.25, 2, 1, 1], [2.0, 3, 2, 1]])
     np.testing.assert_array_equal(voxel_grid(events, 3, H, W), reference_voxel(events, 3, H, W))
+    np.testing.assert_array_equal(torch_ops_grids(events, [0], [3], 3)[0], reference_voxel(events, 3, H, W))
     assert voxel_grid(events, 3, H, W)[0, 1, 2] == 0.5
 
 
@@ -137,6 +148,7 @@ def test_empty_input_gives_zeros():
         out = voxel_grid(events, 5, H, W)
         assert tuple(out.shape) == (5, H, W)
         assert float(abs(out).sum()) == 0.0
+    np.testing.assert_array_equal(torch_ops_grids(np.zeros((0, 4)), [0], [0], 5), np.zeros((1, 5, H, W)))
 
 
 def test_input_is_not_modified():
@@ -156,8 +168,9 @@ def test_batched_equals_per_window():
     stops = np.array([100, 400, 100, 1000, 1000, 700])  # overlapping, empty, single-event windows
     expected = np.stack([voxel_grid(events[a:b], 3, H, W) for a, b in zip(starts, stops)])
     np.testing.assert_allclose(voxel_grids(events, starts, stops, 3, H, W), expected, atol=1e-6)
-    out = voxel_grids(torch.from_numpy(events), starts, stops, 3, H, W)
+    out = voxel_grids(torch.from_numpy(events), torch.from_numpy(starts), stops, 3, H, W)
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(torch_ops_grids(events, starts, stops, 3), expected, atol=1e-5)
 
 
 def test_batched_tiling_windows():
@@ -165,6 +178,7 @@ def test_batched_tiling_windows():
     bounds = [0, 150, 151, 600]
     expected = np.stack([voxel_grid(events[a:b], 5, H, W) for a, b in zip(bounds[:-1], bounds[1:])])
     np.testing.assert_allclose(voxel_grids(events, bounds[:-1], bounds[1:], 5, H, W), expected, atol=1e-6)
+    np.testing.assert_allclose(torch_ops_grids(events, bounds[:-1], bounds[1:], 5), expected, atol=1e-5)
 
 
 def test_unsorted_window_drops_events_before_the_first():
@@ -172,7 +186,7 @@ def test_unsorted_window_drops_events_before_the_first():
     late = events.copy()
     late[50, 0] = events[0, 0] - 1.0  # earlier than the window start
     np.testing.assert_allclose(voxel_grid(late, 3, H, W), voxel_grid(np.delete(events, 50, axis=0), 3, H, W), atol=1e-6)
-    np.testing.assert_allclose(voxel_grid(torch.from_numpy(late), 3, H, W).numpy(), voxel_grid(late, 3, H, W), atol=1e-6)
+    np.testing.assert_allclose(torch_ops_grids(late, [0], [len(late)], 3)[0], voxel_grid(late, 3, H, W), atol=1e-6)
 
 
 @pytest.mark.parametrize("column, value", [(1, W), (2, H), (1, -1.0), (2, np.nan)])
@@ -182,6 +196,8 @@ def test_events_outside_the_sensor_raise(column, value):
     for arr in (events, torch.from_numpy(events)):
         with pytest.raises(ValueError, match="outside"):
             voxel_grid(arr, 3, H, W)
+    with pytest.raises(ValueError, match="outside"):
+        torch_ops_grids(events, [0], [50], 3)
 
 
 def test_non_finite_timestamps_raise():
@@ -190,6 +206,8 @@ def test_non_finite_timestamps_raise():
     for arr in (events, torch.from_numpy(events)):
         with pytest.raises(ValueError, match="non-finite"):
             voxel_grid(arr, 3, H, W)
+    with pytest.raises(ValueError, match="non-finite"):
+        torch_ops_grids(events, [0], [50], 3)
 
 
 def test_bad_shapes_raise():

@@ -143,7 +143,7 @@ def _voxel_grids_numpy(
 
     # Work block by block so that every temporary stays in cache.
     size = max(1, min(_BLOCK, n))
-    tn, low, frac, sign, fx, fy = (np.empty(size) for _ in range(6))
+    tn, low, frac, polarity, fx, fy = (np.empty(size) for _ in range(6))
     weights = np.empty(size, np.complex128)
     index = np.empty(size, np.intp)
     for s in range(0, n, size):
@@ -164,15 +164,15 @@ def _voxel_grids_numpy(
         if not (x.min() >= 0 and y.min() >= 0 and x.max() < width and y.max() < height):
             raise ValueError(f"event coordinates outside the {width}x{height} sensor (or not finite)")
 
-        b, dt, sg = low[:k], frac[:k], sign[:k]
+        b, dt, pol = low[:k], frac[:k], polarity[:k]
         w = weights[:k].view(np.float64).reshape(k, 2)
         np.trunc(a, out=b)
         np.subtract(a, b, out=dt)
-        np.subtract(1.0, dt, out=w[:, 0])
         # p - 0.5 is positive exactly for ON events in both polarity conventions.
-        np.subtract(blk[:, 3], 0.5, out=sg, dtype=np.float64)
-        np.copysign(w[:, 0], sg, out=w[:, 0])
-        np.copysign(dt, sg, out=w[:, 1])
+        np.subtract(blk[:, 3], 0.5, out=pol, dtype=np.float64)
+        np.copysign(1.0, pol, out=pol)
+        np.multiply(pol, dt, out=w[:, 1])
+        np.subtract(pol, w[:, 1], out=w[:, 0])
         if lo < 0 or hi >= num_bins:
             # Only for windows not sorted by time: drop events outside first..last.
             bad = (a < 0) | (b >= num_bins)
@@ -198,36 +198,50 @@ def _voxel_grids_numpy(
 def _voxel_grids_torch(
     events: torch.Tensor, starts: ArrayLike, stops: ArrayLike, num_bins: int, height: int, width: int
 ) -> torch.Tensor:
-    """Same computation with torch ops on the events' device (float64 sums, index_add_)."""
+    """Tensor input: CPU tensors go through the numpy kernel (faster than torch ops on CPU),
+    other devices through the same computation in torch ops."""
+    import torch
+
+    starts = np.asarray(torch.as_tensor(starts).cpu(), dtype=np.intp).reshape(-1)
+    stops = np.asarray(torch.as_tensor(stops).cpu(), dtype=np.intp).reshape(-1)
+    _check_bounds(starts, stops, len(events))
+    if events.device.type == "cpu":
+        array = events.detach().numpy() if events.dtype in (torch.float64, torch.float32) else events.double().numpy()
+        return torch.from_numpy(_voxel_grids_numpy(array, starts, stops, num_bins, height, width))
+    return _voxel_grids_torch_ops(events, starts, stops, num_bins, height, width)
+
+
+def _voxel_grids_torch_ops(
+    events: torch.Tensor, starts: np.ndarray, stops: np.ndarray, num_bins: int, height: int, width: int
+) -> torch.Tensor:
     import torch
 
     device = events.device
-    starts = torch.as_tensor(starts, dtype=torch.long).reshape(-1).cpu()
-    stops = torch.as_tensor(stops, dtype=torch.long).reshape(-1).cpu()
-    _check_bounds(starts.numpy(), stops.numpy(), len(events))
     n_windows = len(starts)
     plane = height * width
     volume = num_bins * plane
-    lengths = stops - starts
-    win = torch.repeat_interleave(torch.arange(n_windows), lengths)
-    offsets = torch.cumsum(lengths, 0) - lengths
-    rows = torch.arange(int(lengths.sum())) + torch.repeat_interleave(starts - offsets, lengths)
     grid = torch.zeros(n_windows * volume, dtype=torch.float64, device=device)
-    if len(rows) == 0:
+    rows, win = _window_layout(starts, stops)
+    ev = events[rows] if isinstance(rows, slice) else events[torch.from_numpy(rows).to(device)]
+    if len(ev) == 0:
         return grid.view(n_windows, num_bins, height, width).float()
 
     nonempty = stops > starts
-    first = torch.zeros(n_windows, dtype=torch.float64)
-    last = torch.zeros(n_windows, dtype=torch.float64)
-    first[nonempty] = events[starts[nonempty].to(device), 0].double().cpu()
-    last[nonempty] = events[(stops[nonempty] - 1).to(device), 0].double().cpu()
-    scale = torch.from_numpy(_time_scaling(first.numpy(), last.numpy(), num_bins))
+    first = np.zeros(n_windows)
+    last = np.zeros(n_windows)
+    first[nonempty] = events[torch.from_numpy(starts[nonempty]).to(device), 0].double().cpu().numpy()
+    last[nonempty] = events[torch.from_numpy(stops[nonempty] - 1).to(device), 0].double().cpu().numpy()
+    scale = _time_scaling(first, last, num_bins)
+    if win is None:
+        window_offset, first_t, scale_t = 0, float(first[0]), float(scale[0])
+    else:
+        win_t = torch.from_numpy(win).to(device)
+        window_offset = win_t * volume
+        first_t = torch.from_numpy(first).to(device)[win_t]
+        scale_t = torch.from_numpy(scale).to(device)[win_t]
 
-    rows, win = rows.to(device), win.to(device)
-    ev = events[rows]
-    t = ev[:, 0].double()
+    tn = (ev[:, 0].double() - first_t) * scale_t
     xs, ys = ev[:, 1], ev[:, 2]
-    tn = (t - first.to(device)[win]) * scale.to(device)[win]
     if not bool(torch.isfinite(tn).all()):
         raise ValueError("events contain non-finite timestamps")
     if not bool((xs >= 0).all() & (ys >= 0).all() & (xs < width).all() & (ys < height).all()):
@@ -238,7 +252,7 @@ def _voxel_grids_torch(
     valid = (tn >= 0) & (ti < num_bins)
     has_high = valid & (ti + 1 < num_bins)
     ti = torch.where(valid, ti, 0).long()
-    index = win * volume + ti * plane + ys.long() * width + xs.long()
+    index = window_offset + ti * plane + ys.long() * width + xs.long()
     grid.index_add_(0, index, torch.where(valid, pol * (1.0 - dt), 0.0))
     grid.index_add_(0, torch.where(has_high, index + plane, index), torch.where(has_high, pol * dt, 0.0))
     return grid.view(n_windows, num_bins, height, width).float()
