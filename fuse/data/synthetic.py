@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -725,21 +724,20 @@ def generate_recording(config: RecordingConfig, workers: int = 2, progress: bool
 
 
 def _dataset(group: h5py.Group, name: str, data: np.ndarray, chunk_rows: int) -> None:
+    """Chunked, uncompressed (fast to write and read), without timestamps: same data, same bytes."""
     chunks = (max(1, min(chunk_rows, len(data))), *data.shape[1:])
     group.create_dataset(name, data=data, chunks=chunks, maxshape=(None, *data.shape[1:]), track_times=False)
 
 
 def save_recording(recording: Recording, out_dir: str | os.PathLike, name: str) -> tuple[Path, Path]:
-    """Write ``<name>_data.hdf5`` and ``<name>_gt.hdf5``; both appear together or not at all."""
+    """Write ``<name>_data.hdf5`` and ``<name>_gt.hdf5`` under temporary names, then rename both
+    into place, so readers never see a half-written file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     finals = (out / f"{name}_data.hdf5", out / f"{name}_gt.hdf5")
-    temps = []
+    # Plain temp names (not mkstemp, whose 0600 mode would make the data private).
+    temps = [final.with_name(f".{final.name}.{os.getpid()}.tmp") for final in finals]
     try:
-        for final in finals:
-            handle, temp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=out)
-            os.close(handle)
-            temps.append(Path(temp))
         cam, cfg = recording.camera, recording.config
         attrs = {"generator": "fuse.data.synthetic", "seed": cfg.seed, "night": cfg.night,
                  "intrinsics_fx_fy_cx_cy": np.array([cam.fx, cam.fy, cam.cx, cam.cy])}
