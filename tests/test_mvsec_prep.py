@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 
@@ -166,43 +167,50 @@ def test_rerun_skips_and_repairs(script, rec, tmp_path, capsys):
     assert np.load(out / SEQ / "voxels" / "000000.npy").shape == (5, rec.height, rec.width)
 
 
-def _swap_late_events(rec: Recording) -> None:
+def _swap_late_events(rec: Recording) -> str:
     # inside frame 15's window and not next to a multiple of the chunk size used below
-    t = rec.events[:, 2]
-    i = int(np.searchsorted(t, rec.depth_ts[15] - 0.02))
+    i = int(np.searchsorted(rec.events[:, 2], rec.depth_ts[15] - 0.02))
     i += 2 if i % 7 in (0, 6) else 0
     rec.events[[i, i + 1]] = rec.events[[i + 1, i]]
     rec.events[i, 2] += 1e-3
+    return f"timestamps in davis/left/events are not sorted (row {i + 1} is earlier than row {i})"
 
 
-def _nan_timestamp(rec: Recording) -> None:
-    rec.events[len(rec.events) // 2, 2] = np.nan
+def _nan_timestamp(rec: Recording) -> str:
+    row = len(rec.events) // 2
+    rec.events[row, 2] = np.nan
+    return f"non-finite timestamp in davis/left/events at row {row}"
 
 
-def _off_sensor(rec: Recording) -> None:
-    rec.events[len(rec.events) // 2, 0] = rec.width
+def _off_sensor(rec: Recording) -> str:
+    row = len(rec.events) // 2
+    rec.events[row, 0] = rec.width
+    return f"event {row} at x=16.0, y={rec.events[row, 1]} is outside the 16x12 sensor"
 
 
-def _bad_polarity(rec: Recording) -> None:
-    rec.events[len(rec.events) // 2, 3] = 2.0
+def _bad_polarity(rec: Recording) -> str:
+    row = len(rec.events) // 2
+    rec.events[row, 3] = 2.0
+    return f"event {row} has polarity 2.0"
 
 
-def _unsorted_depth_ts(rec: Recording) -> None:
+def _unsorted_depth_ts(rec: Recording) -> str:
     rec.depth_ts[[4, 5]] = rec.depth_ts[[5, 4]]
+    return "timestamps in davis/left/depth_image_rect_ts are not sorted (row 5 is earlier than row 4)"
 
 
 @pytest.mark.parametrize(
-    "corrupt, file_kind, message",
+    "corrupt, file_kind",
     [
-        (_swap_late_events, "data", "not sorted"),
-        (_nan_timestamp, "data", "non-finite timestamp"),
-        (_off_sensor, "data", "outside the 16x12 sensor"),
-        (_bad_polarity, "data", "polarity"),
-        (_unsorted_depth_ts, "gt", "depth_image_rect_ts are not sorted"),
+        (_swap_late_events, "data"),
+        (_nan_timestamp, "data"),
+        (_off_sensor, "data"),
+        (_bad_polarity, "data"),
+        (_unsorted_depth_ts, "gt"),
     ],
 )
-def test_bad_event_data_is_reported_and_rolled_back(script, rec, tmp_path, capsys, monkeypatch, corrupt, file_kind, message):
-    corrupt(rec)
+def test_bad_event_data_is_reported_and_rolled_back(script, rec, tmp_path, capsys, monkeypatch, corrupt, file_kind):
+    message = corrupt(rec)
     write_files(rec)
     writes = []
     real_write = mvsec_export._write_atomic
@@ -211,11 +219,46 @@ def test_bad_event_data_is_reported_and_rolled_back(script, rec, tmp_path, capsy
     assert run(script, rec, out, "--chunk-size", "7") == 2
     err = capsys.readouterr().err
     path = rec.data_path if file_kind == "data" else rec.gt_path
-    assert f"error: sequence {SEQ}: {path}:" in err and message in err
+    assert f"error: sequence {SEQ}: {path}: {message}" in err
     assert "Traceback" not in err
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
     if corrupt is _swap_late_events:
         assert writes  # the problem surfaced mid-run, after earlier frames had been written
+
+
+def test_unsorted_across_a_chunk_boundary(rec):
+    j = 7 * (int(np.searchsorted(rec.events[:, 2], rec.depth_ts[10])) // 7)
+    rec.events[[j - 1, j]] = rec.events[[j, j - 1]]
+    rec.events[j - 1, 2] += 1e-3
+    write_files(rec)
+    with pytest.raises(mvsec_module.RecordingError, match=rf"not sorted \(row {j} is earlier than row {j - 1}\)"):
+        with MvsecRecording(rec.data_path, rec.gt_path, chunk_size=7) as reader:
+            for info in reader.frames():
+                if info.kept:
+                    reader.read_events(info.event_start, info.event_stop)
+
+
+def test_chunked_search(tmp_path):
+    times = np.array([0.0, 1, 2, 2, 2, 5, 6, 7, 8])
+    path = tmp_path / "t.hdf5"
+    with h5py.File(path, "w") as f:
+        f["t"] = times[:, None]
+    with h5py.File(path, "r") as f:
+        for chunk_size in (1, 2, 4, 100):
+            index = mvsec_module._ChunkedTimes(f["t"], 0, chunk_size, str(path), "t")
+            for value in (-1.0, 0.0, 1.5, 2.0, 4.0, 8.0, 9.0):
+                for side in ("left", "right"):
+                    assert index.searchsorted(value, side) == np.searchsorted(times, value, side), (chunk_size, value, side)
+
+
+def test_chunked_search_rejects_inversion_between_chunks(tmp_path):
+    path = tmp_path / "t.hdf5"
+    with h5py.File(path, "w") as f:
+        f["t"] = np.array([[0.0], [1], [2], [5], [4], [6], [7], [8]])  # every chunk of 2 is sorted
+    with h5py.File(path, "r") as f:
+        index = mvsec_module._ChunkedTimes(f["t"], 0, 2, str(path), "t")
+        with pytest.raises(mvsec_module.RecordingError, match=r"not sorted \(row 4 is earlier than row 3\)"):
+            index.searchsorted(3.0, "left")
 
 
 @pytest.mark.parametrize(

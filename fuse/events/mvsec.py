@@ -83,15 +83,16 @@ class _ChunkedTimes:
     cached because consecutive windows start and end in neighbouring chunks.
     """
 
-    def __init__(self, dataset: h5py.Dataset, column: int, chunk_size: int, path: str) -> None:
+    def __init__(self, dataset: h5py.Dataset, column: int, chunk_size: int, path: str, name: str) -> None:
         self._ds = dataset
+        self._name = name
         self._col = column
         self._size = chunk_size
         self._path = path
         self._n = dataset.shape[0]
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._bounds = _read(path, dataset, np.s_[0 : self._n : chunk_size, column]).astype(np.float64)
-        _check_times(self._bounds, path, f"{dataset.name} (column {column})")
+        _check_times(self._bounds, path, name, step=chunk_size)
 
     def searchsorted(self, value: float, side: str) -> int:
         """First row whose time is ``>= value`` (side 'left') or ``> value`` (side 'right')."""
@@ -107,10 +108,9 @@ class _ChunkedTimes:
         start = k * self._size
         stop = min(start + self._size, self._n)
         times = _read(self._path, self._ds, np.s_[start:stop, self._col]).astype(np.float64)
-        where = f"{self._ds.name} rows {start}..{stop - 1}"
-        _check_times(times, self._path, where)
+        _check_times(times, self._path, self._name, first_row=start)
         if k + 1 < len(self._bounds) and times[-1] > self._bounds[k + 1]:
-            raise RecordingError(f"{self._path}: timestamps in {where} are not sorted (row {stop - 1} is later than row {stop})")
+            raise RecordingError(f"{self._path}: timestamps in {self._name} are not sorted (row {stop} is earlier than row {stop - 1})")
         self._cache[k] = times
         if len(self._cache) > 2:
             self._cache.popitem(last=False)
@@ -122,17 +122,18 @@ def _read(path: str, dataset: h5py.Dataset, selection: tuple | slice | int) -> n
     try:
         return dataset[selection]
     except OSError as err:
-        raise RecordingError(f"{path}: cannot read {dataset.name} (truncated or corrupt file?): {err}") from None
+        raise RecordingError(f"{path}: cannot read {dataset.name.lstrip('/')} (truncated or corrupt file?): {err}") from None
 
 
-def _check_times(times: np.ndarray, path: str, what: str) -> None:
+def _check_times(times: np.ndarray, path: str, what: str, first_row: int = 0, step: int = 1) -> None:
+    """Timestamps must be finite and non-decreasing; ``times[i]`` is row ``first_row + i * step``."""
     if not np.all(np.isfinite(times)):
-        row = int(np.flatnonzero(~np.isfinite(times))[0])
-        raise RecordingError(f"{path}: non-finite timestamp in {what} (entry {row})")
+        row = first_row + step * int(np.flatnonzero(~np.isfinite(times))[0])
+        raise RecordingError(f"{path}: non-finite timestamp in {what} at row {row}")
     decreasing = np.flatnonzero(np.diff(times) < 0)
     if decreasing.size:
-        row = int(decreasing[0])
-        raise RecordingError(f"{path}: timestamps in {what} are not sorted (entry {row + 1} is earlier than entry {row})")
+        row = first_row + step * int(decreasing[0])
+        raise RecordingError(f"{path}: timestamps in {what} are not sorted (row {row + step} is earlier than row {row})")
 
 
 def _nearest(sorted_times: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -207,7 +208,7 @@ class MvsecRecording:
             raise RecordingError(f"{self.gt_path}: {len(self._depths)} depth maps but {len(self.depth_ts)} entries in {DEPTH_TS_KEY}")
         _check_times(self.image_ts, self.data_path, IMAGE_TS_KEY)
         _check_times(self.depth_ts, self.gt_path, DEPTH_TS_KEY)
-        self._times = _ChunkedTimes(self._events, _T, chunk_size, self.data_path)
+        self._times = _ChunkedTimes(self._events, _T, chunk_size, self.data_path, EVENTS_KEY)
 
     def _open_file(self, path: str, kind: str) -> h5py.File:
         if not os.path.isfile(path):
@@ -273,8 +274,7 @@ class MvsecRecording:
         """Rows ``start:stop`` as float64 ``(t, x, y, p)`` with p in {-1, +1}, after validation."""
         raw = _read(self.data_path, self._events, np.s_[start:stop])
         events = raw[:, [_T, _X, _Y, _P]].astype(np.float64, copy=False)
-        where = f"{EVENTS_KEY} rows {start}..{stop - 1}"
-        _check_times(events[:, 0], self.data_path, where)
+        _check_times(events[:, 0], self.data_path, EVENTS_KEY, first_row=start)
         off_sensor = ~np.all((events[:, 1:3] >= 0) & (events[:, 1:3] < (self.width, self.height)), axis=1)
         if off_sensor.any():
             i = int(np.flatnonzero(off_sensor)[0])
