@@ -3,9 +3,13 @@
 # `python -m fuse COMMAND ARGS...` in one process, or under torchrun when GPUS > 1 or NNODES > 1.
 #   GPUS         processes per node (default 1)
 #   NNODES       number of nodes (default 1); NODE_RANK, MASTER_ADDR, MASTER_PORT for multi-node runs
-#   PYTHON       interpreter (default: python3)
+#   PYTHON       interpreter (default: the repository's .venv if present, else python3)
 set -euo pipefail
-PYTHON=${PYTHON:-python3}
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -z "${PYTHON:-}" ]]; then
+  PYTHON=python3
+  [[ -x "$repo/.venv/bin/python" ]] && PYTHON="$repo/.venv/bin/python"
+fi
 GPUS=${GPUS:-1}
 NNODES=${NNODES:-1}
 if [[ "$GPUS" -gt 1 || "$NNODES" -gt 1 ]]; then

@@ -1,8 +1,14 @@
-"""``python -m fuse eval``: score a folder of predicted depths with the published protocol."""
+"""``python -m fuse eval``: score predicted depths with the published protocol.
+
+Either two folders (``--pred DIR --target DIR``, matched by sorted name) or a model on a split
+(``--checkpoint CKPT --split LIST``): the model's predictions are written with ``infer`` into
+``--pred`` (restartable) and scored against the split's depth maps.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fuse.data.constants import DATASETS, dataset_info
 from fuse.engine.metrics import (
@@ -10,6 +16,7 @@ from fuse.engine.metrics import (
     EvalInputError,
     depth_settings,
     evaluate_folders,
+    evaluate_pairs,
     format_table,
     write_atomic,
     write_json,
@@ -21,8 +28,13 @@ EXIT_BAD_INPUT = 2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``eval`` options."""
-    parser.add_argument("--pred", required=True, help="folder of predicted depth .npy files")
-    parser.add_argument("--target", required=True, help="folder of ground-truth metric depth .npy files")
+    parser.add_argument("--pred", help="folder of predicted depth .npy files (with --checkpoint: infer's output folder)")
+    parser.add_argument("--target", help="folder of ground-truth metric depth .npy files")
+    parser.add_argument("--checkpoint", help="run this model on --split first (instead of reading --pred/--target)")
+    parser.add_argument("--split", help="processed split list whose depth maps are the targets (with --checkpoint)")
+    parser.add_argument("--size", type=int, default=266, help="network input size for --checkpoint (default 266)")
+    parser.add_argument("--max-depth", type=float, default=None,
+                        help="metric head scale of an upstream --checkpoint (it is not recorded in such files)")
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument(
         "--pred-format",
@@ -69,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write the requested reports; exit 2 on unusable input."""
     try:
         rows = published_rows(args.dataset, args.compare_published, args.sequence)
+        if args.checkpoint or args.split:
+            return _evaluate_model(args, rows)
+        if not (args.pred and args.target):
+            raise EvalInputError("give --pred and --target folders, or --checkpoint and --split")
         metrics = evaluate_folders(
             args.pred,
             args.target,
@@ -85,6 +101,38 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    return _report(args, metrics, rows)
+
+
+def _evaluate_model(args: argparse.Namespace, rows: list[PublishedRow]) -> int:
+    """Predict the split with ``infer`` (into ``--pred``), then score against its depth maps."""
+    from fuse.cli import infer
+    from fuse.engine.inference import SplitSource
+
+    if not (args.checkpoint and args.split):
+        raise EvalInputError("--checkpoint and --split go together")
+    args.pred = args.pred or str(Path("outputs") / "eval" / Path(args.checkpoint).stem)
+    infer_parser = argparse.ArgumentParser()
+    infer.add_arguments(infer_parser)
+    infer_argv = ["--checkpoint", args.checkpoint, "--split", args.split, "--dataset", args.dataset,
+                  "--out", args.pred, "--size", str(args.size)]
+    if args.max_depth is not None:
+        infer_argv += ["--max-depth", str(args.max_depth)]
+    if args.no_progress:
+        infer_argv.append("--no-progress")
+    status = infer.run(infer_parser.parse_args(infer_argv))
+    if status:
+        return status
+    source = SplitSource(args.split)
+    pairs = [(Path(args.pred) / "depth" / f"{stem}.npy", depth) for stem, (_, depth, _) in zip(source.stems, source.samples)]
+    args.target = args.split
+    metrics = evaluate_pairs(pairs, args.dataset, pred_format=args.pred_format, max_depth=args.clip_distance,
+                             reg_factor=args.reg_factor, rescale_target=args.rescale_target,
+                             progress=not args.no_progress)
+    return _report(args, metrics, rows)
+
+
+def _report(args: argparse.Namespace, metrics: dict, rows: list[PublishedRow]) -> int:
     table = format_table(metrics, args.dataset, rows)
     print(table, end="")
     if args.markdown:

@@ -150,7 +150,7 @@ def predict(
     return depth if batched else depth[0]
 
 
-def _unique_stems(image_paths: Sequence[Path]) -> list[str]:
+def output_stems(image_paths: Sequence[Path]) -> list[str]:
     """Output names: the image file stems, prefixed by the sequence folder where they repeat.
 
     A split list of one sequence keeps the processed names (``000123``), so predictions pair
@@ -175,7 +175,7 @@ class SplitSource:
         self.samples = read_split_list(self.path)
         check_files_exist(self.samples, self.path)
         self.num_bins = num_bins
-        self.stems = _unique_stems([image for image, _, _ in self.samples])
+        self.stems = output_stems([image for image, _, _ in self.samples])
 
     @property
     def description(self) -> str:

@@ -375,12 +375,26 @@ def evaluate_folders(
     ``max_depth`` and ``reg_factor`` default to the dataset's (spec §7); predictions are not
     resized, so each must have its target's shape.
     """
+    return evaluate_pairs(pair_files(pred_dir, target_dir), dataset, pred_format=pred_format, max_depth=max_depth,
+                          reg_factor=reg_factor, rescale_target=rescale_target, cutoffs=cutoffs, progress=progress)
+
+
+def evaluate_pairs(
+    pairs: Sequence[tuple[Path, Path]],
+    dataset: str,
+    *,
+    pred_format: str = "metric",
+    max_depth: float | None = None,
+    reg_factor: float | None = None,
+    rescale_target: bool = False,
+    cutoffs: Sequence[int] = CUTOFFS,
+    progress: bool = True,
+) -> dict[str, float | int | None]:
+    """Evaluate (prediction file, target file) pairs; see :func:`evaluate_folders`."""
     settings = depth_settings(dataset, max_depth, reg_factor)
     min_depth, max_depth, reg_factor = settings["min_depth"], settings["max_depth"], settings["reg_factor"]
     if pred_format not in PRED_FORMATS:
         raise ValueError(f"unknown prediction format {pred_format!r}; expected one of {list(PRED_FORMATS)}")
-
-    pairs = pair_files(pred_dir, target_dir)
     accumulator = MetricAccumulator(cutoffs)
     for pred_path, target_path in _progress(pairs, progress):
         pred, target = load_frame(pred_path), load_frame(target_path)
