@@ -248,7 +248,8 @@ def test_chunked_search(tmp_path):
             index = mvsec_module._ChunkedTimes(f["t"], 0, chunk_size, str(path), "t")
             for value in (-1.0, 0.0, 1.5, 2.0, 4.0, 8.0, 9.0):
                 for side in ("left", "right"):
-                    assert index.searchsorted(value, side) == np.searchsorted(times, value, side), (chunk_size, value, side)
+                    expected = np.searchsorted(times, value, side)
+                    assert index.searchsorted(value, side) == expected, (chunk_size, value, side)
 
 
 def test_chunked_search_rejects_inversion_between_chunks(tmp_path):
@@ -262,7 +263,8 @@ def test_chunked_search_rejects_inversion_between_chunks(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "key", ["davis/left/events", "davis/left/image_raw_ts", "davis/left/depth_image_rect", "davis/left/depth_image_rect_ts"]
+    "key",
+    ["davis/left/events", "davis/left/image_raw_ts", "davis/left/depth_image_rect", "davis/left/depth_image_rect_ts"],
 )
 def test_missing_key(script, rec, tmp_path, capsys, key):
     write_files(rec, drop_keys=(key,))
@@ -289,18 +291,23 @@ def test_other_sequences_still_processed_and_debug_raises(script, rec, tmp_path,
     root = str(rec.data_path.parent)
     assert script.main(["--root", root, "--out", str(out), "outdoor_night9", SEQ]) == 2
     captured = capsys.readouterr()
-    assert "error: sequence outdoor_night9:" in captured.err and "outdoor_night9_data.hdf5: MVSEC data file not found" in captured.err
+    assert "error: sequence outdoor_night9:" in captured.err
+    assert "outdoor_night9_data.hdf5: MVSEC data file not found" in captured.err
     assert (out / f"{SEQ}.txt").is_file() and "kept 17" in captured.out
     with pytest.raises(mvsec_module.RecordingError, match="not found"):
         script.main(["--root", root, "--out", str(out), "outdoor_night9", "--debug"])
 
 
 def test_runs_as_a_script_from_the_repo_root(rec, tmp_path):
-    (rec.gt_path).unlink()
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT.relative_to(REPO)), "--root", str(rec.data_path.parent), "--out", str(tmp_path / "o"), SEQ],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
-    )
-    assert result.returncode == 2
-    assert f"error: sequence {SEQ}: {rec.gt_path}: MVSEC ground-truth file not found" in result.stderr
-    assert "Traceback" not in result.stderr
+    root = str(rec.data_path.parent)
+    command = [sys.executable, str(SCRIPT.relative_to(REPO)), "--root", root, "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": ""}
+    ok = subprocess.run([*command, SEQ], cwd=REPO, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert f"{SEQ}: 20 depth frames, kept 17" in ok.stdout and (tmp_path / f"{SEQ}.txt").is_file()
+
+    rec.gt_path.unlink()
+    bad = subprocess.run([*command, SEQ], cwd=REPO, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert f"error: sequence {SEQ}: {rec.gt_path}: MVSEC ground-truth file not found" in bad.stderr
+    assert "Traceback" not in bad.stderr

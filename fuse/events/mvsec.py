@@ -110,7 +110,9 @@ class _ChunkedTimes:
         times = _read(self._path, self._ds, np.s_[start:stop, self._col]).astype(np.float64)
         _check_times(times, self._path, self._name, first_row=start)
         if k + 1 < len(self._bounds) and times[-1] > self._bounds[k + 1]:
-            raise RecordingError(f"{self._path}: timestamps in {self._name} are not sorted (row {stop} is earlier than row {stop - 1})")
+            raise RecordingError(
+                f"{self._path}: timestamps in {self._name} are not sorted (row {stop} is earlier than row {stop - 1})"
+            )
         self._cache[k] = times
         if len(self._cache) > 2:
             self._cache.popitem(last=False)
@@ -122,7 +124,8 @@ def _read(path: str, dataset: h5py.Dataset, selection: tuple | slice | int) -> n
     try:
         return dataset[selection]
     except OSError as err:
-        raise RecordingError(f"{path}: cannot read {dataset.name.lstrip('/')} (truncated or corrupt file?): {err}") from None
+        name = dataset.name.lstrip("/")
+        raise RecordingError(f"{path}: cannot read {name} (truncated or corrupt file?): {err}") from None
 
 
 def _check_times(times: np.ndarray, path: str, what: str, first_row: int = 0, step: int = 1) -> None:
@@ -133,7 +136,9 @@ def _check_times(times: np.ndarray, path: str, what: str, first_row: int = 0, st
     decreasing = np.flatnonzero(np.diff(times) < 0)
     if decreasing.size:
         row = first_row + step * int(decreasing[0])
-        raise RecordingError(f"{path}: timestamps in {what} are not sorted (row {row + step} is earlier than row {row})")
+        raise RecordingError(
+            f"{path}: timestamps in {what} are not sorted (row {row + step} is earlier than row {row})"
+        )
 
 
 def _nearest(sorted_times: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -192,20 +197,29 @@ class MvsecRecording:
         depth_ts = self._dataset(gt, self.gt_path, DEPTH_TS_KEY, "ground-truth")
 
         if self._events.ndim != 2 or self._events.shape[1] != 4:
-            raise RecordingError(f"{self.data_path}: {EVENTS_KEY} has shape {self._events.shape}, expected (N, 4) columns x, y, t, p")
+            raise RecordingError(
+                f"{self.data_path}: {EVENTS_KEY} has shape {self._events.shape}, expected (N, 4) columns x, y, t, p"
+            )
         if self._images.ndim != 3 or self._images.dtype != np.uint8:
-            raise RecordingError(f"{self.data_path}: {IMAGES_KEY} is {self._images.dtype} {self._images.shape}, expected uint8 (M, H, W)")
+            raise RecordingError(
+                f"{self.data_path}: {IMAGES_KEY} is {self._images.dtype} {self._images.shape}, expected uint8 (M, H, W)"
+            )
         self.height, self.width = (int(v) for v in self._images.shape[1:])
         if self._depths.ndim != 3 or tuple(self._depths.shape[1:]) != (self.height, self.width):
             raise RecordingError(
-                f"{self.gt_path}: {DEPTH_KEY} has shape {self._depths.shape}, expected (K, {self.height}, {self.width}) like the images"
+                f"{self.gt_path}: {DEPTH_KEY} has shape {self._depths.shape}, "
+                f"expected (K, {self.height}, {self.width}) like the images"
             )
         self.image_ts = _read(self.data_path, image_ts, ()).astype(np.float64).reshape(-1)
         self.depth_ts = _read(self.gt_path, depth_ts, ()).astype(np.float64).reshape(-1)
         if len(self.image_ts) != len(self._images):
-            raise RecordingError(f"{self.data_path}: {len(self._images)} images but {len(self.image_ts)} entries in {IMAGE_TS_KEY}")
+            raise RecordingError(
+                f"{self.data_path}: {len(self._images)} images but {len(self.image_ts)} entries in {IMAGE_TS_KEY}"
+            )
         if len(self.depth_ts) != len(self._depths):
-            raise RecordingError(f"{self.gt_path}: {len(self._depths)} depth maps but {len(self.depth_ts)} entries in {DEPTH_TS_KEY}")
+            raise RecordingError(
+                f"{self.gt_path}: {len(self._depths)} depth maps but {len(self.depth_ts)} entries in {DEPTH_TS_KEY}"
+            )
         _check_times(self.image_ts, self.data_path, IMAGE_TS_KEY)
         _check_times(self.depth_ts, self.gt_path, DEPTH_TS_KEY)
         self._times = _ChunkedTimes(self._events, _T, chunk_size, self.data_path, EVENTS_KEY)

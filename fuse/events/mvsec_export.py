@@ -224,11 +224,11 @@ def _npy_ok(path: str, shape: tuple[int, ...], dtype: type) -> bool:
     """True if ``path`` is a complete .npy file of exactly this shape and dtype."""
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
             file_shape, _, file_dtype = read_header(f)
-            expected_size = f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
-            return file_shape == tuple(shape) and file_dtype == np.dtype(dtype) and os.fstat(f.fileno()).st_size == expected_size
+            size = f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+            return file_shape == tuple(shape) and file_dtype == np.dtype(dtype) and os.fstat(f.fileno()).st_size == size
     except (OSError, ValueError):
         return False
 
