@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "align": ("fuse.cli.train", "stage 1: align an event encoder to the DA-V2 image teacher (LoRA)"),
     "fuse": ("fuse.cli.train", "stage 2: train FreDFuse on degraded inputs against the clean-image teacher"),
     "adapt": ("fuse.cli.train", "stage 3: train the metric depth head on MVSEC or DENSE"),
+    "teacher": ("fuse.cli.train", "stand-in relative-depth teacher when no DA-V2 checkpoint is at hand (demo)"),
     "eval": ("fuse.cli.evaluate", "evaluate predictions against ground truth (E2Depth protocol)"),
     "infer": ("fuse.cli.infer", "predict depth maps, colored PNGs and panels"),
 }

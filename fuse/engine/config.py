@@ -12,11 +12,12 @@ from typing import Any
 
 import yaml
 
-STAGES = ("align", "fuse", "adapt")
+STAGES = ("align", "fuse", "adapt", "teacher")
 
 DEFAULTS: dict[str, Any] = {
     "stage": "adapt",
     "model": {
+        "kind": None,  # None: the stage's model; adapt also takes depth_anything_v2 / event_student baselines
         "encoder": "vits",  # vitt | vits | vitb | vitl | vitg
         "head_size": None,  # None: the head DA-V2 pairs with the encoder
         "event_bins": 3,
@@ -29,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "val_split": None,
         "input_size": 266,
         "workers": 4,
-        "degradation": "none",  # none | fuse_stage2 | low_light | motion_blur
+        "degradation": "none",  # none | fuse_stage2 | low_light | motion_blur (training inputs)
     },
     "init": {
         "depth_anything": None,  # DA-V2 release (teacher, image encoder, stage-1/2 start)
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "feature_cos": 1.0,
         "l1": 1.0,
         "silog": 1.0,
+        "disparity_l1": 1.0,  # stand-in teacher only
         "cos_alpha": 0.85,
         "cos_beta": 0.2,
         "silog_lambda": 0.5,
@@ -69,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
 
 CHOICES = {
     "stage": STAGES,
+    "model.kind": (None, "fuse", "depth_anything_v2", "event_student"),
     "data.dataset": ("mvsec", "dense", "eventscape"),
     "data.degradation": ("none", "fuse_stage2", "low_light", "motion_blur"),
     "run.device": ("auto", "cpu", "cuda"),

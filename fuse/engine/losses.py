@@ -36,3 +36,9 @@ def silog_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, la
         return pred.sum() * 0.0
     d = torch.log(target[valid]) - torch.log(pred[valid])
     return torch.sqrt((d ** 2).mean() - lambd * d.mean() ** 2)
+
+
+def disparity_l1_loss(pred: torch.Tensor, depth: torch.Tensor, min_depth: float) -> torch.Tensor:
+    """L1 to the inverse depth ``min_depth / depth``; pixels without depth (sky, beyond range) count as 0."""
+    target = torch.where(torch.isfinite(depth) & (depth > 0), min_depth / depth.clamp(min=min_depth), 0.0)
+    return (pred - target).abs().mean()

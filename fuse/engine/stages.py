@@ -26,24 +26,37 @@ def _not_encoder(name: str) -> bool:
     return "encoder" not in name
 
 
+def _all_but_mask_token(name: str) -> bool:
+    return not name.endswith("mask_token")
+
+
+def _is_head(name: str) -> bool:
+    return name.startswith("depth_head.")
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
-    student: str  # model kind
+    student: str  # default model kind; ``model.kind`` may swap it (e.g. image-only baselines in adapt)
     student_head: str  # relative | metric
     uses_teacher: bool
-    student_input: str  # "events" or "image+events"
     losses: tuple[str, ...]
     trainable: Callable[[str], bool]
     boosted_lr: Callable[[str], bool]
-    frozen_event_encoder: bool  # may run with LoRA merged
+    description: str
 
 
 STAGES: dict[str, Stage] = {
-    "align": Stage("align", "event_student", "relative", True, "events", ("feature_cos", "l1"),
-                   _align_trainable, _is_lora, False),
-    "fuse": Stage("fuse", "fuse", "relative", True, "image+events", ("l1", "feature_cos"),
-                  lambda n: n.startswith("prompt_fuse."), _not_encoder, True),
-    "adapt": Stage("adapt", "fuse", "metric", False, "image+events", ("silog",),
-                   lambda n: n.startswith("depth_head."), _not_encoder, True),
+    "align": Stage("align", "event_student", "relative", True, ("feature_cos", "l1"), _align_trainable, _is_lora,
+                   "stage 1: align an event encoder to the DA-V2 image teacher (LoRA)"),
+    "fuse": Stage("fuse", "fuse", "relative", True, ("l1", "feature_cos"), lambda n: n.startswith("prompt_fuse."),
+                  _not_encoder, "stage 2: train FreDFuse on degraded inputs against the clean-image teacher"),
+    "adapt": Stage("adapt", "fuse", "metric", False, ("silog",), _is_head, _not_encoder,
+                   "stage 3: train the metric depth head on MVSEC or DENSE"),
+    # Not a FUSE stage: a stand-in relative-depth teacher for machines without the DA-V2 weights
+    # (the embedded demo). Trains the whole DA-V2 model on ground-truth inverse depth.
+    "teacher": Stage("teacher", "depth_anything_v2", "relative", False, ("disparity_l1",), _all_but_mask_token,
+                     _is_head, "stand-in teacher: supervised relative depth when no DA-V2 checkpoint is at hand"),
 }
+
+MODEL_INPUTS = {"depth_anything_v2": "image", "event_student": "events", "fuse": "image+events"}

@@ -27,10 +27,10 @@ from fuse.engine.checkpoint import CheckpointError, read_checkpoint, save_checkp
 from fuse.engine.config import ConfigError, dump_config
 from fuse.engine.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
 from fuse.engine.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
-from fuse.engine.stages import STAGES, Stage
+from fuse.engine.stages import MODEL_INPUTS, STAGES, Stage
 from fuse.engine.weights import load_weights
 from fuse.models import build_model
-from fuse.models.lora import merge_lora
+from fuse.models.lora import lora_layers
 from fuse.data.constants import dataset_info
 
 LOG = logging.getLogger("fuse.train")
@@ -74,6 +74,7 @@ class Trainer:
     def __init__(self, config: dict, resume: bool = False) -> None:
         self.config = config
         self.stage: Stage = STAGES[config["stage"]]
+        self.kind: str = config["model"]["kind"] or self.stage.student
         run = config["run"]
         device_type = "cuda" if run["device"] == "cuda" or (run["device"] == "auto" and torch.cuda.is_available()) else "cpu"
         self.ctx: DistContext = init_distributed(device_type)
@@ -122,12 +123,11 @@ class Trainer:
         common = dict(encoder=model_cfg["encoder"], head_size=model_cfg["head_size"], event_bins=model_cfg["event_bins"],
                       lora_rank=model_cfg["lora_rank"])
         max_depth = model_cfg["max_depth"] if stage.student_head == "metric" else 1.0
-        student = build_model(stage.student, head=stage.student_head, max_depth=max_depth, **common)
+        student = build_model(self.kind, head=stage.student_head, max_depth=max_depth, **common)
         self._initialize(student, init)
         for name, param in student.named_parameters():
             param.requires_grad_(stage.trainable(name))
-        if stage.frozen_event_encoder and cfg["run"]["merge_frozen_lora"]:
-            merge_lora(student.prompt_encoder)
+        self._merge_frozen_lora(student)
         teacher = None
         if stage.uses_teacher:
             if not init["depth_anything"]:
@@ -137,10 +137,19 @@ class Trainer:
             teacher.requires_grad_(False).eval().to(self.device)
         return student.to(self.device), teacher
 
+    def _merge_frozen_lora(self, student) -> None:
+        """Fold LoRA into the weights of every adapted layer that does not train (same outputs, fewer FLOPs)."""
+        if not self.config["run"]["merge_frozen_lora"]:
+            return
+        for layer in lora_layers(student):
+            if not any(p.requires_grad for p in layer.parameters()):
+                layer.merge()
+
     def _initialize(self, student, init: dict) -> None:
-        """Stage 1: DA-V2 everywhere. Stage 2: DA-V2, then the stage-1 event encoder. Stage 3: foundation."""
+        """Stage 1: DA-V2 everywhere. Stage 2: DA-V2, then the stage-1 event encoder. Stage 3: all but
+        the head from the previous stage's output (``init.foundation``). Teacher: DA-V2 if given."""
         name = self.stage.name
-        if name in ("align", "fuse") and init["depth_anything"]:
+        if name in ("align", "fuse", "teacher") and init["depth_anything"]:
             self._log_load(load_weights(student, init["depth_anything"]))
         if name == "fuse":
             if not init["event_encoder"]:
@@ -148,8 +157,9 @@ class Trainer:
             self._log_load(load_weights(student, init["event_encoder"], into="prompt_encoder"))
         if name == "adapt":
             if not init["foundation"]:
-                raise ConfigError("stage adapt needs init.foundation: the stage-2 (fuse) output checkpoint")
-            parts = ["image_encoder", "prompt_encoder", "prompt_fuse"] + (["depth_head"] if init["head_from_foundation"] else [])
+                raise ConfigError("stage adapt needs init.foundation: the checkpoint to start from (stage-2 output "
+                                  "for FUSE; a DA-V2 / stage-1 checkpoint for the image- / event-only baselines)")
+            parts = [part for part, _ in student.named_children() if part != "depth_head" or init["head_from_foundation"]]
             self._log_load(load_weights(student, init["foundation"], into=parts))
 
     def _log_load(self, report) -> None:
@@ -216,8 +226,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
         self.best = state.get("best", {})
-        if self.stage.frozen_event_encoder and self.config["run"]["merge_frozen_lora"]:
-            merge_lora(self.student.prompt_encoder)
+        self._merge_frozen_lora(self.student)
         rng = state["rng"][min(self.ctx.rank, len(state["rng"]) - 1)]
         _set_rng_state(rng)
 
@@ -249,10 +258,8 @@ class Trainer:
         image = batch["image"].to(self.device, non_blocking=True)
         voxel = batch["voxel"].to(self.device, non_blocking=True)
         with self._autocast():
-            if self.stage.student_input == "events":
-                pred, features = self.model(voxel, return_features=True)
-            else:
-                pred, features = self.model(image, voxel, return_features=True)
+            inputs = {"image": (image,), "events": (voxel,), "image+events": (image, voxel)}[MODEL_INPUTS[self.kind]]
+            pred, features = self.model(*inputs, return_features=True)
             named: dict[str, torch.Tensor] = {}
             if self.teacher is not None:
                 clean = batch.get("image_clean", batch["image"]).to(self.device, non_blocking=True)
@@ -269,6 +276,10 @@ class Trainer:
                 valid = batch["valid_mask"].to(self.device, non_blocking=True)
                 named["silog"] = losses.silog_loss(_at_size(pred.float(), depth.shape[-2:]), depth, valid,
                                                    weights["silog_lambda"])
+            if "disparity_l1" in self.stage.losses:
+                depth = batch["depth"].to(self.device, non_blocking=True)
+                min_depth = dataset_info(self.config["data"]["dataset"]).min_depth
+                named["disparity_l1"] = losses.disparity_l1_loss(_at_size(pred.float(), depth.shape[-2:]), depth, min_depth)
         total = sum(weights[name] * value for name, value in named.items())
         return total, named, pred
 
