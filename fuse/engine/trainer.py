@@ -151,6 +151,10 @@ class Trainer:
         name = self.stage.name
         if name in ("align", "fuse", "teacher") and init["depth_anything"]:
             self._log_load(load_weights(student, init["depth_anything"]))
+        elif name == "teacher":
+            # From scratch, a ReLU ending whose input starts negative everywhere never gets a
+            # gradient; start its bias at a typical disparity so the output begins alive.
+            torch.nn.init.constant_(student.depth_head.scratch.output_conv2[2].bias, 0.2)
         if name == "fuse":
             if not init["event_encoder"]:
                 raise ConfigError("stage fuse needs init.event_encoder: the stage-1 (align) output checkpoint")
