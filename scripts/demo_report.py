@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fuse.data.constants import dataset_info  # noqa: E402
 from fuse.data.dataset import read_split_list  # noqa: E402
-from fuse.engine.metrics import MetricAccumulator, frame_metrics, write_atomic  # noqa: E402
+from fuse.atomic import write_text_atomic  # noqa: E402
+from fuse.engine.metrics import MetricAccumulator, frame_metrics  # noqa: E402
 from fuse.engine.visualize import write_png_atomic  # noqa: E402
 
 ROWS = (("constant", "constant (train median)"), ("image", "image only (teacher + metric head)"),
@@ -109,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             results[row][test] = json.loads(path.read_text())
     text = markdown(results, args.teacher, median)
     print(text)
-    write_atomic(args.out / "results.md", text)
-    write_atomic(args.out / "results.json", json.dumps(results, indent=2, default=float))
+    write_text_atomic(args.out / "results.md", text)
+    write_text_atomic(args.out / "results.json", json.dumps(results, indent=2, default=float))
     write_png_atomic(args.out / "results.png", chart(results))
     print(f"wrote {args.out / 'results.md'}, {args.out / 'results.png'}")
     return 0

@@ -34,6 +34,7 @@ FRAME_RE = re.compile(r"^frame_(\d+)\.png$")
 DEPTH_RE = re.compile(r"^depth_(\d+)\.npy$")
 EVENTS_RE = re.compile(r"^events_(\d+)\.npy$")
 SUBDIRS = {"rgb": Path("rgb/frames"), "depth": Path("depth/data"), "events": Path("events/data")}
+LAYOUT = prep.FolderLayout("DENSE", SUBDIRS, FRAME_RE, DEPTH_RE, EVENTS_RE)
 
 
 def is_sequence(folder: Path) -> bool:
@@ -56,19 +57,6 @@ def find_sequences(split_dir: Path) -> list[tuple[str, Path]]:
     return sequences
 
 
-def pair_sequence(seq_dir: Path, match: str, tol: float) -> tuple[list[prep.SourceSample], int]:
-    """Samples of one sequence sorted by frame, and the number of unpaired event windows."""
-    return prep.pair_windows(
-        frames=prep.indexed_files(seq_dir / SUBDIRS["rgb"], FRAME_RE),
-        depths=prep.indexed_files(seq_dir / SUBDIRS["depth"], DEPTH_RE),
-        windows=prep.indexed_files(seq_dir / SUBDIRS["events"], EVENTS_RE),
-        event_stamps=seq_dir / SUBDIRS["events"] / "timestamps.txt",
-        depth_stamps=seq_dir / SUBDIRS["depth"] / "timestamps.txt",
-        match=match,
-        tol=tol,
-    )
-
-
 def convert_sample(sample: prep.SourceSample, seq_dir: Path, stem: str, args: argparse.Namespace) -> None:
     image = prep.load_rgb(sample.image)
     shape = image.shape[:2]
@@ -79,47 +67,13 @@ def convert_sample(sample: prep.SourceSample, seq_dir: Path, stem: str, args: ar
 
 def process_split(split: str, args: argparse.Namespace) -> int:
     split_dir = args.root / split
-    plan = []
-    unpaired = 0
-    for name, folder in find_sequences(split_dir):
-        samples, dropped = pair_sequence(folder, args.match, args.sync_tol)
-        unpaired += dropped
-        plan.append((name, samples))
-    total = sum(len(samples) for _, samples in plan)
-    if total == 0:
-        raise prep.PrepError(f"no event window of {split_dir} could be paired with an RGB frame and a depth map")
-    total, written = prep.convert_split(
-        args.out,
-        split,
-        plan,
-        lambda sample, seq_out, stem: convert_sample(sample, seq_out, stem, args),
-        args.numbins,
-        args.save_events,
-        args.overwrite,
-        desc=f"DENSE {split}",
-    )
-    print(
-        f"{split}: {len(plan)} sequence(s), {total} sample(s) ({written} written, {total - written} already there), "
-        f"{unpaired} unpaired event window(s) -> {args.out / f'{split}.txt'}"
-    )
-    return total
+    return prep.process_split(split, split_dir, find_sequences(split_dir), LAYOUT,
+                              lambda sample, seq_out, stem: convert_sample(sample, seq_out, stem, args), args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, required=True, help="DENSE folder holding train/, val/, test/")
-    parser.add_argument("--out", type=Path, required=True, help="output folder of the processed layout")
-    parser.add_argument("--splits", nargs="+", choices=SPLITS, help="splits to convert (default: every one present)")
-    parser.add_argument("--numbins", type=int, default=3, help="voxel bins (default 3, what FUSE's encoder takes)")
-    parser.add_argument(
-        "--match",
-        choices=("auto", "timestamps", "index"),
-        default="auto",
-        help="pair event windows with frames by timestamps.txt or by file index (auto: timestamps when present)",
-    )
-    parser.add_argument("--sync-tol", type=float, default=1e-5, help="timestamp pairing tolerance, in file units")
-    parser.add_argument("--save-events", action="store_true", help="also store each raw window as events/<frame>.npy")
-    prep.add_common_arguments(parser)
+    prep.add_split_dataset_arguments(parser, "DENSE folder holding train/, val/, test/", SPLITS)
     return parser
 
 

@@ -45,6 +45,7 @@ IMAGE_RE = re.compile(r"^(.+)_(\d+)_image\.png$")
 DEPTH_RE = re.compile(r"^(.+)_(\d+)_depth\.npy$")
 EVENTS_RE = re.compile(r"^(.+)_(\d+)_events\.npz$")
 SUBDIRS = {"rgb": Path("rgb/data"), "depth": Path("depth/data"), "events": Path("events/data")}
+LAYOUT = prep.FolderLayout("EventScape", SUBDIRS, IMAGE_RE, DEPTH_RE, EVENTS_RE)
 EVENT_KEYS = ("t", "x", "y", "p")
 
 
@@ -100,18 +101,6 @@ def find_sequences(split_dir: Path) -> list[tuple[str, Path]]:
     return sequences
 
 
-def pair_sequence(seq_dir: Path, match: str, tol: float) -> tuple[list[prep.SourceSample], int]:
-    return prep.pair_windows(
-        frames=prep.indexed_files(seq_dir / SUBDIRS["rgb"], IMAGE_RE),
-        depths=prep.indexed_files(seq_dir / SUBDIRS["depth"], DEPTH_RE),
-        windows=prep.indexed_files(seq_dir / SUBDIRS["events"], EVENTS_RE),
-        event_stamps=seq_dir / SUBDIRS["events"] / "timestamps.txt",
-        depth_stamps=seq_dir / SUBDIRS["depth"] / "timestamps.txt",
-        match=match,
-        tol=tol,
-    )
-
-
 def depth_in_metres(depth: np.ndarray, args: argparse.Namespace) -> np.ndarray:
     log = args.depth_format == "log" or (args.depth_format == "auto" and is_normalized_log(depth))
     if log:
@@ -129,39 +118,14 @@ def convert_sample(sample: prep.SourceSample, seq_dir: Path, stem: str, args: ar
 
 def process_split(split: str, args: argparse.Namespace) -> int:
     split_dir = split_folder(args.root, split)
-    plan, unpaired = [], 0
-    for name, folder in find_sequences(split_dir):
-        samples, dropped = pair_sequence(folder, args.match, args.sync_tol)
-        unpaired += dropped
-        plan.append((name, samples))
-    if not any(samples for _, samples in plan):
-        raise prep.PrepError(f"no event window of {split_dir} could be paired with an RGB frame and a depth map")
-    total, written = prep.convert_split(
-        args.out,
-        split,
-        plan,
-        lambda sample, seq_out, stem: convert_sample(sample, seq_out, stem, args),
-        args.numbins,
-        args.save_events,
-        args.overwrite,
-        desc=f"EventScape {split}",
-    )
-    print(
-        f"{split}: {len(plan)} sequence(s), {total} sample(s) ({written} written, {total - written} already there), "
-        f"{unpaired} unpaired event window(s) -> {args.out / f'{split}.txt'}"
-    )
-    return total
+    return prep.process_split(split, split_dir, find_sequences(split_dir), LAYOUT,
+                              lambda sample, seq_out, stem: convert_sample(sample, seq_out, stem, args), args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     info = dataset_info("eventscape")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, required=True, help="folder holding the unpacked zips")
-    parser.add_argument("--out", type=Path, required=True, help="output folder of the processed layout")
-    parser.add_argument(
-        "--splits", nargs="+", choices=tuple(SPLIT_FOLDERS), help="splits to convert (default: every one present)"
-    )
-    parser.add_argument("--numbins", type=int, default=3, help="voxel bins (default 3, what FUSE's encoder takes)")
+    prep.add_split_dataset_arguments(parser, "folder holding the unpacked zips", SPLIT_FOLDERS)
     parser.add_argument(
         "--depth-format",
         choices=("auto", "log", "metric"),
@@ -175,15 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=info.reg_factor,
         help="alpha of the log encoding (FUSE uses 5.7, RAM-Net's README 5.70378)",
     )
-    parser.add_argument(
-        "--match",
-        choices=("auto", "timestamps", "index"),
-        default="auto",
-        help="pair event windows with frames by timestamps.txt or by file index (auto: timestamps when present)",
-    )
-    parser.add_argument("--sync-tol", type=float, default=1e-5, help="timestamp pairing tolerance, in file units")
-    parser.add_argument("--save-events", action="store_true", help="also store each raw window as events/<frame>.npy")
-    prep.add_common_arguments(parser)
     return parser
 
 

@@ -144,7 +144,7 @@ def test_dense_skips_existing_unless_overwrite(dense_root: tuple[Path, dict], tm
     assert process_dense.main(args + ["--overwrite"]) == 0
     np.testing.assert_array_equal(np.load(voxel_path), original)
     assert process_dense.main(args + ["--numbins", "4"]) == 2  # existing 3-bin voxels need --overwrite
-    assert not list((out / "test" / "test" / "voxels").glob(".*.tmp"))
+    assert not list((out / "test" / "test" / "voxels").glob(".*.partial"))
 
 
 def test_dense_bad_input_exits_2_without_traceback(dense_root, tmp_path: Path, capsys) -> None:

@@ -124,7 +124,7 @@ def test_own_checkpoint_round_trip_keeps_lora_separate(tmp_path):
         if isinstance(layer, LoRALinear):
             torch.nn.init.normal_(layer.lora_B, std=0.1)
     path = save_checkpoint(tmp_path / "run" / "latest.pth", model, epoch=3, step=10)
-    assert not list((tmp_path / "run").glob("*.tmp"))
+    assert not list((tmp_path / "run").glob(".*.partial"))
     restored, report = load_model(path)
     assert restored.config == model.config
     assert report.ignored == {} and report.initialized == {}

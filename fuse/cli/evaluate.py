@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fuse.atomic import write_text_atomic
 from fuse.data.constants import DATASETS, dataset_info
 from fuse.engine.metrics import (
     PRED_FORMATS,
@@ -18,7 +19,6 @@ from fuse.engine.metrics import (
     evaluate_folders,
     evaluate_pairs,
     format_table,
-    write_atomic,
     write_json,
 )
 from fuse.engine.published import SEQUENCES, SIZES, PublishedRow, fuse_row, peer_rows
@@ -136,7 +136,7 @@ def _report(args: argparse.Namespace, metrics: dict, rows: list[PublishedRow]) -
     table = format_table(metrics, args.dataset, rows)
     print(table, end="")
     if args.markdown:
-        write_atomic(args.markdown, table)
+        write_text_atomic(args.markdown, table)
     if args.json:
         settings = {
             "dataset": dataset_info(args.dataset).name,

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fuse.atomic import save_npy_atomic, write_bytes_atomic, write_text_atomic
 from fuse.events import voxel_grid
 
 
@@ -35,6 +36,23 @@ class PrepError(Exception):
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
     parser.add_argument("--debug", action="store_true", help="show the traceback of input errors")
+
+
+def add_split_dataset_arguments(parser: argparse.ArgumentParser, root_help: str, splits: Sequence[str]) -> None:
+    """Options shared by the converters of split data sets (DENSE, EventScape), plus the common ones."""
+    parser.add_argument("--root", type=Path, required=True, help=root_help)
+    parser.add_argument("--out", type=Path, required=True, help="output folder of the processed layout")
+    parser.add_argument("--splits", nargs="+", choices=tuple(splits), help="splits to convert (default: every one present)")
+    parser.add_argument("--numbins", type=int, default=3, help="voxel bins (default 3, what FUSE's encoder takes)")
+    parser.add_argument(
+        "--match",
+        choices=("auto", "timestamps", "index"),
+        default="auto",
+        help="pair event windows with frames by timestamps.txt or by file index (auto: timestamps when present)",
+    )
+    parser.add_argument("--sync-tol", type=float, default=1e-5, help="timestamp pairing tolerance, in file units")
+    parser.add_argument("--save-events", action="store_true", help="also store each raw window as events/<frame>.npy")
+    add_common_arguments(parser)
 
 
 def run_script(
@@ -54,23 +72,9 @@ def run_script(
         return 2
 
 
-def _atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A plain open() (unlike mkstemp's 0600) gives the usual umask permissions, so prepared
-    # data sets stay readable by other users.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
     """Atomically write ``array`` as ``.npy``."""
-    _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
+    save_npy_atomic(path, array)
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
@@ -79,13 +83,12 @@ def save_png(path: Path, image: np.ndarray) -> None:
     ok, buffer = cv2.imencode(".png", bgr)
     if not ok:
         raise PrepError(f"PNG encoding failed for {path}")
-    _atomic_write(path, lambda handle: handle.write(buffer.tobytes()))
+    write_bytes_atomic(path, buffer.tobytes())
 
 
 def save_text(path: Path, lines: Iterable[str]) -> None:
     """Atomically write lines, each terminated by a newline."""
-    data = "".join(f"{line}\n" for line in lines).encode()
-    _atomic_write(path, lambda handle: handle.write(data))
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
 
 
 def load_npy(path: Path) -> np.ndarray:
@@ -334,3 +337,52 @@ def convert_split(
             save_text(out_dir / f"{name}.txt", lines)
     save_text(out_root / f"{split}.txt", split_lines)
     return total, written
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """Where a split data set keeps each modality of a sequence and how its files are named."""
+
+    label: str  # data set name for messages and progress bars
+    subdirs: dict[str, Path]  # "rgb", "depth", "events" -> folder inside a sequence
+    frame_re: re.Pattern[str]
+    depth_re: re.Pattern[str]
+    events_re: re.Pattern[str]
+
+
+def pair_sequence(seq_dir: Path, layout: FolderLayout, match: str, tol: float) -> tuple[list[SourceSample], int]:
+    """Samples of one sequence sorted by frame, and the number of unpaired event windows."""
+    return pair_windows(
+        frames=indexed_files(seq_dir / layout.subdirs["rgb"], layout.frame_re),
+        depths=indexed_files(seq_dir / layout.subdirs["depth"], layout.depth_re),
+        windows=indexed_files(seq_dir / layout.subdirs["events"], layout.events_re),
+        event_stamps=seq_dir / layout.subdirs["events"] / "timestamps.txt",
+        depth_stamps=seq_dir / layout.subdirs["depth"] / "timestamps.txt",
+        match=match,
+        tol=tol,
+    )
+
+
+def process_split(
+    split: str,
+    split_dir: Path,
+    sequences: Sequence[tuple[str, Path]],
+    layout: FolderLayout,
+    convert_sample: Callable[[SourceSample, Path, str], None],
+    args: argparse.Namespace,
+) -> int:
+    """Pair and convert every sequence of one split, write its lists, print a summary line."""
+    plan, unpaired = [], 0
+    for name, folder in sequences:
+        samples, dropped = pair_sequence(folder, layout, args.match, args.sync_tol)
+        unpaired += dropped
+        plan.append((name, samples))
+    if not any(samples for _, samples in plan):
+        raise PrepError(f"no event window of {split_dir} could be paired with an RGB frame and a depth map")
+    total, written = convert_split(args.out, split, plan, convert_sample, args.numbins, args.save_events,
+                                   args.overwrite, desc=f"{layout.label} {split}")
+    print(
+        f"{split}: {len(plan)} sequence(s), {total} sample(s) ({written} written, {total - written} already there), "
+        f"{unpaired} unpaired event window(s) -> {args.out / f'{split}.txt'}"
+    )
+    return total

@@ -45,6 +45,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from fuse.atomic import temp_path_for
+
 MVSEC_HEIGHT = 260
 MVSEC_WIDTH = 346
 # Left DAVIS of MVSEC outdoor_day (fx, fy, cx, cy) at 346x260.
@@ -735,8 +737,7 @@ def save_recording(recording: Recording, out_dir: str | os.PathLike, name: str) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     finals = (out / f"{name}_data.hdf5", out / f"{name}_gt.hdf5")
-    # Plain temp names (not mkstemp, whose 0600 mode would make the data private).
-    temps = [final.with_name(f".{final.name}.{os.getpid()}.tmp") for final in finals]
+    temps = [temp_path_for(final) for final in finals]
     try:
         cam, cfg = recording.camera, recording.config
         attrs = {"generator": "fuse.data.synthetic", "seed": cfg.seed, "night": cfg.night,

@@ -7,11 +7,12 @@ A file is a dict with ``format``, ``model_config`` (``ModelConfig.to_dict()``) a
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fuse.atomic import atomic_write
 
 FORMAT = "fuse-checkpoint/1"
 
@@ -21,23 +22,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Write with ``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
-
-    A crash at any moment leaves either the previous file or the new one, never a partial file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` through ``fuse.atomic``: the previous file stays until the new one is complete."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle), fsync=True)
 
 
 def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, **state: Any) -> Path:

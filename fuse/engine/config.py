@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from fuse.atomic import write_text_atomic
+
 STAGES = ("align", "fuse", "adapt", "teacher")
 
 DEFAULTS: dict[str, Any] = {
@@ -185,6 +187,4 @@ def _diff(config: dict, defaults: dict = DEFAULTS) -> dict:
 
 def dump_config(config: dict, path: str | os.PathLike) -> None:
     """Write the resolved config next to a run's outputs (atomically)."""
-    from fuse.engine.metrics import write_atomic
-
-    write_atomic(path, yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))

@@ -25,12 +25,12 @@ import glob
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from fuse.atomic import write_text_atomic
 from fuse.data.constants import dataset_info
 from fuse.engine.published import PAPER_COLUMNS, PublishedRow
 
@@ -359,24 +359,13 @@ def load_frame(path: Path) -> np.ndarray:
 
 
 def evaluate_folders(
-    pred_dir: str | os.PathLike,
-    target_dir: str | os.PathLike,
-    dataset: str,
-    *,
-    pred_format: str = "metric",
-    max_depth: float | None = None,
-    reg_factor: float | None = None,
-    rescale_target: bool = False,
-    cutoffs: Sequence[int] = CUTOFFS,
-    progress: bool = True,
+    pred_dir: str | os.PathLike, target_dir: str | os.PathLike, dataset: str, **options: object
 ) -> dict[str, float | int | None]:
     """Evaluate a folder of predicted ``.npy`` depths against a folder of metric targets.
 
-    ``max_depth`` and ``reg_factor`` default to the dataset's (spec §7); predictions are not
-    resized, so each must have its target's shape.
+    Files pair by sorted name (:func:`pair_files`); ``options`` are those of :func:`evaluate_pairs`.
     """
-    return evaluate_pairs(pair_files(pred_dir, target_dir), dataset, pred_format=pred_format, max_depth=max_depth,
-                          reg_factor=reg_factor, rescale_target=rescale_target, cutoffs=cutoffs, progress=progress)
+    return evaluate_pairs(pair_files(pred_dir, target_dir), dataset, **options)
 
 
 def evaluate_pairs(
@@ -390,7 +379,11 @@ def evaluate_pairs(
     cutoffs: Sequence[int] = CUTOFFS,
     progress: bool = True,
 ) -> dict[str, float | int | None]:
-    """Evaluate (prediction file, target file) pairs; see :func:`evaluate_folders`."""
+    """Evaluate (prediction file, target file) pairs of ``.npy`` depth maps.
+
+    ``max_depth`` and ``reg_factor`` default to the dataset's (spec §7); predictions are not
+    resized, so each must have its target's shape.
+    """
     settings = depth_settings(dataset, max_depth, reg_factor)
     min_depth, max_depth, reg_factor = settings["min_depth"], settings["max_depth"], settings["reg_factor"]
     if pred_format not in PRED_FORMATS:
@@ -443,22 +436,6 @@ def format_table(
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a file so readers see either the old or the complete new content."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | os.PathLike, payload: Mapping[str, object]) -> None:
     """Atomically write a JSON report (no NaN: missing values are null)."""
-    write_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")

@@ -13,13 +13,14 @@ colormap (TURBO) never produces black, so holes stay visible.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 import cv2
 import numpy as np
+
+from fuse.atomic import temp_path_for, write_bytes_atomic
 
 DEFAULT_COLORMAP = cv2.COLORMAP_TURBO
 RELATIVE_PERCENTILES = (2.0, 98.0)
@@ -142,12 +143,6 @@ def prediction_panel(image: np.ndarray, voxel: np.ndarray | None, prediction: np
     return make_panel(tiles)
 
 
-def _temp_path(path: Path, suffix: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write a uint8 BGR (or gray) image as PNG via a temp file and a rename.
 
@@ -157,15 +152,7 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
     ok, buffer = cv2.imencode(".png", np.ascontiguousarray(array))
     if not ok:
         raise ValueError(f"PNG encoding failed for {path} (array {array.dtype} {array.shape})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path, ".tmp")
-    try:
-        tmp.write_bytes(buffer.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, buffer.tobytes())
 
 
 class Mp4Writer:
@@ -184,7 +171,7 @@ class Mp4Writer:
         self._writer: cv2.VideoWriter | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The temp name keeps the .mp4 ending: OpenCV picks the container from it.
-        self._tmp = _temp_path(self.path, ".mp4")
+        self._tmp = temp_path_for(self.path, ".mp4")
 
     def write(self, frame: np.ndarray) -> None:
         """Append one uint8 BGR frame."""

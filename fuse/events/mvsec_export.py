@@ -18,7 +18,6 @@ bad (RecordingError), the files this run created are removed again.
 from __future__ import annotations
 
 import os
-import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from fuse.atomic import TEMP_SUFFIX, atomic_write
 from fuse.events.mvsec import FrameInfo, MvsecRecording, RecordingError
 from fuse.events.voxel import voxel_grid
 
@@ -34,7 +34,6 @@ __all__ = ["DEFAULT_SEQUENCES", "ExportSummary", "export_sequence", "split_line"
 
 DEFAULT_SEQUENCES = ("outdoor_day1", "outdoor_day2", "outdoor_night1", "outdoor_night2", "outdoor_night3")
 
-_PARTIAL = ".partial"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
@@ -164,18 +163,9 @@ def _export_frame(
 
 
 def _write_atomic(path: str, write: Callable[[BinaryIO], object], created: list[str]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{_PARTIAL}")
+    """Atomic write (``fuse.atomic``), remembering files this run created so a failure can remove them."""
     existed = os.path.exists(path)
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, write)
     if not existed:
         created.append(path)
 
@@ -208,7 +198,7 @@ def _remove_partials(folder: str, prefix: str) -> None:
     if not os.path.isdir(folder):
         return
     for entry in os.scandir(folder):
-        if entry.name.startswith(prefix) and entry.name.endswith(_PARTIAL) and entry.is_file():
+        if entry.name.startswith(prefix) and entry.name.endswith(TEMP_SUFFIX) and entry.is_file():
             os.remove(entry.path)
 
 
