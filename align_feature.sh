@@ -11,7 +11,7 @@ Usage: [VAR=value ...] ./align_feature.sh [--set key=value ...] [--resume]
   DAV2         DA-V2 checkpoint (teacher + init)  (default checkpoints/depth_anything_v2_\$ENCODER.pth)
   TRAIN_SPLIT  VAL_SPLIT  split lists             (default: from configs/align/\$DATASET.yaml)
   OUT          output folder                      (default runs/align_\$ENCODER)
-  CONFIG       YAML config                        (default configs/align/eventscape.yaml)
+  CONFIG       YAML config                        (default configs/align/\$DATASET.yaml)
   GPUS NNODES NODE_RANK MASTER_ADDR MASTER_PORT   distributed launch (see scripts/launch.sh)
 Writes OUT/model.pth, the input of fuse_feature.sh.
 USAGE
@@ -19,7 +19,7 @@ USAGE
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
 ENCODER=${ENCODER:-vits}
 DATASET=${DATASET:-eventscape}
-CONFIG=${CONFIG:-configs/align/eventscape.yaml}
+CONFIG=${CONFIG:-configs/align/${DATASET}.yaml}
 args=(--config "$CONFIG" --set "model.encoder=$ENCODER" --set "data.dataset=$DATASET"
       --set "init.depth_anything=${DAV2:-checkpoints/depth_anything_v2_${ENCODER}.pth}"
       --set "run.output_dir=${OUT:-runs/align_${ENCODER}}")

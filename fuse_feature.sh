@@ -12,7 +12,7 @@ Usage: [VAR=value ...] ./fuse_feature.sh [--set key=value ...] [--resume]
   EVENT_ENCODER  stage-1 output                     (default runs/align_\$ENCODER/model.pth)
   TRAIN_SPLIT  VAL_SPLIT  split lists               (default: from the config)
   OUT            output folder                      (default runs/fuse_\$ENCODER)
-  CONFIG         YAML config                        (default configs/fuse/eventscape.yaml)
+  CONFIG         YAML config                        (default configs/fuse/\$DATASET.yaml)
   GPUS NNODES NODE_RANK MASTER_ADDR MASTER_PORT     distributed launch (see scripts/launch.sh)
 Writes OUT/model.pth, the "foundation" checkpoint train.sh starts from.
 USAGE
@@ -20,7 +20,7 @@ USAGE
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
 ENCODER=${ENCODER:-vits}
 DATASET=${DATASET:-eventscape}
-CONFIG=${CONFIG:-configs/fuse/eventscape.yaml}
+CONFIG=${CONFIG:-configs/fuse/${DATASET}.yaml}
 args=(--config "$CONFIG" --set "model.encoder=$ENCODER" --set "data.dataset=$DATASET"
       --set "init.depth_anything=${DAV2:-checkpoints/depth_anything_v2_${ENCODER}.pth}"
       --set "init.event_encoder=${EVENT_ENCODER:-runs/align_${ENCODER}/model.pth}"

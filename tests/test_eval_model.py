@@ -32,3 +32,18 @@ def test_eval_script_runs_a_model_on_a_split(tmp_path):
 
     missing = subprocess.run(["bash", "eval.sh"], capture_output=True, text=True, env={**env, "SPLIT": ""}, cwd=ROOT)
     assert missing.returncode == 2 and "go together" in missing.stderr
+
+
+def test_run_script_predicts_a_split(tmp_path):
+    split = write_split(tmp_path / "data", frames=2)
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "model.pth", fuse.build_model("fuse", encoder="vitt", head="metric"))
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "infer"
+    result = subprocess.run(["bash", "run.sh", "-c", str(checkpoint), "-s", str(split), "-o", str(out), "--size", "56",
+                             "--no-progress"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for sub in ("depth", "color", "panels"):
+        assert len(list((out / sub).iterdir())) == 2
+    usage = subprocess.run(["bash", "run.sh"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert usage.returncode == 2 and "Usage" in usage.stdout + usage.stderr

@@ -133,3 +133,9 @@ def test_stage_scripts_chain_by_default_paths(workspace):
     bad = subprocess.run(["bash", "train.sh", "--set", "optim.nope=1"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert bad.returncode == 2 and "optim.nope" in bad.stderr and "Traceback" not in bad.stderr
     assert subprocess.run(["bash", "train.sh", "-h"], capture_output=True, text=True, cwd=ROOT).stdout.startswith("Usage")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_configs_load(path):
+    config = load_config(path)
+    assert config["stage"] in ("align", "fuse", "adapt", "teacher")
