@@ -176,7 +176,7 @@ def test_motion_blur_smears_along_its_direction_only() -> None:
 
 
 def test_registry_names_and_errors() -> None:
-    assert set(DEGRADATIONS) == {"none", "fuse_stage2", "low_light", "motion_blur"}
+    assert set(DEGRADATIONS) == {"none", "fuse_stage2", "low_light", "motion_blur", "night"}
     assert build_degradation(None).is_identity and build_degradation("none").is_identity
     image, voxel = _image(), np.ones((3, H, W), dtype=np.float32)
     for name in ("fuse_stage2", "low_light", "motion_blur"):
@@ -192,3 +192,21 @@ def test_registry_accepts_yaml_style_lists() -> None:
     assert degradation.image == LowLight(darken=(0.1, 0.2))
     stage2 = build_degradation("fuse_stage2", image={"brightness_range": [1.0, 1.0]})
     assert stage2.image.brightness_range == (1.0, 1.0)
+
+
+def test_combined_degradations_apply_in_order_and_night_is_random() -> None:
+    from fuse.data.degradations import build_degradation
+
+    image = np.full((40, 60, 3), 200, np.uint8)
+    voxel = np.ones((3, 40, 60), np.float32)
+    night = build_degradation("night")
+    outcomes = [night(image, voxel, np.random.default_rng(seed))[0].mean() for seed in range(40)]
+    dark = [m for m in outcomes if m < 120]
+    assert 8 < len(dark) < 32  # p = 0.5 per sample
+    assert sum(m == 200 for m in outcomes) == 40 - len(dark)
+    combined = build_degradation("fuse_stage2+night")
+    stage2 = build_degradation("fuse_stage2")
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    image_a, _ = combined(image, voxel.copy(), rng_a)
+    image_b = night.image(stage2.image(image, rng_b), rng_b)  # images first, then voxels
+    assert np.array_equal(image_a, image_b)

@@ -224,6 +224,26 @@ ArrayTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 @dataclass(frozen=True)
+class RandomApply:
+    """Apply ``transforms`` in order with probability ``p`` (one draw for the whole chain)."""
+
+    p: float
+    transforms: tuple[ArrayTransform, ...]
+
+    def __call__(self, array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() < self.p:
+            for transform in self.transforms:
+                array = transform(array, rng)
+        return array
+
+
+def _chain(first: ArrayTransform | None, second: ArrayTransform | None) -> ArrayTransform | None:
+    if first is None or second is None:
+        return first or second
+    return RandomApply(1.0, (first, second))
+
+
+@dataclass(frozen=True)
 class Degradation:
     """A pair of optional transforms applied to one sample: uint8 RGB image and float voxel.
 
@@ -246,6 +266,10 @@ class Degradation:
     def is_identity(self) -> bool:
         return self.image is None and self.voxel is None
 
+    def then(self, other: "Degradation") -> "Degradation":
+        """This degradation followed by ``other`` (image after image, voxel after voxel)."""
+        return Degradation(_chain(self.image, other.image), _chain(self.voxel, other.voxel))
+
 
 def _fuse_stage2(image: dict | None = None, voxel: dict | None = None) -> Degradation:
     """Stage-2 corruptions; ``image`` / ``voxel`` override the dataclass defaults."""
@@ -257,11 +281,15 @@ DEGRADATIONS: dict[str, Callable[..., Degradation]] = {
     "fuse_stage2": _fuse_stage2,
     "low_light": lambda **kw: Degradation(image=LowLight(**kw)),
     "motion_blur": lambda **kw: Degradation(image=MotionBlur(**kw)),
+    # Extra (not upstream): half of the images become a dim, noisy, shaken night exposure.
+    "night": lambda p=0.5: Degradation(image=RandomApply(p, (LowLight(darken=(0.05, 0.4)), MotionBlur(length=(1, 15))))),
 }
 
 
 def build_degradation(name: str | None, **kwargs: object) -> Degradation:
     """Degradation named in a config (``None`` or ``"none"`` means no degradation).
+
+    Names joined by ``+`` apply one after the other, e.g. ``"fuse_stage2+night"``.
 
     ``kwargs`` go to the named factory, e.g. ``build_degradation("low_light", darken=(0.1, 0.3))``
     or ``build_degradation("fuse_stage2", image={"region_prob": 1.0})``. Tuple-valued options
@@ -271,10 +299,18 @@ def build_degradation(name: str | None, **kwargs: object) -> Degradation:
         name = "none"
     if not isinstance(name, str):
         raise TypeError(f"degradation name must be a string, got {type(name).__name__}")
+    if "+" in name:
+        if kwargs:
+            raise ValueError(f"options cannot be given to the combined degradation {name!r}")
+        combined = Degradation()
+        for part in name.split("+"):
+            combined = combined.then(build_degradation(part))
+        return combined
     try:
         factory = DEGRADATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown degradation {name!r}; expected one of {sorted(DEGRADATIONS)}") from None
+        raise ValueError(f"unknown degradation {name!r}; expected one of {sorted(DEGRADATIONS)} "
+                         "or several joined by '+'") from None
     return factory(**_tuples(kwargs))
 
 

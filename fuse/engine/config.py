@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "val_split": None,
         "input_size": 266,
         "workers": 4,
-        "degradation": "none",  # none | fuse_stage2 | low_light | motion_blur (training inputs)
+        "degradation": "none",  # none | fuse_stage2 | low_light | motion_blur | night | fuse_stage2+night
     },
     "init": {
         "depth_anything": None,  # DA-V2 release (teacher, image encoder, stage-1/2 start)
@@ -75,7 +75,7 @@ CHOICES = {
     "stage": STAGES,
     "model.kind": (None, "fuse", "depth_anything_v2", "event_student"),
     "data.dataset": ("mvsec", "dense", "eventscape"),
-    "data.degradation": ("none", "fuse_stage2", "low_light", "motion_blur"),
+    "data.degradation": ("none", "fuse_stage2", "low_light", "motion_blur", "night", "fuse_stage2+night"),
     "run.device": ("auto", "cpu", "cuda"),
     "run.amp": ("none", "bf16", "fp16"),
 }
