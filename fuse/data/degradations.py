@@ -224,23 +224,32 @@ ArrayTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 @dataclass(frozen=True)
-class RandomApply:
-    """Apply ``transforms`` in order with probability ``p`` (one draw for the whole chain)."""
+class Chain:
+    """Apply ``transforms`` one after the other."""
 
-    p: float
     transforms: tuple[ArrayTransform, ...]
 
     def __call__(self, array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.random() < self.p:
-            for transform in self.transforms:
-                array = transform(array, rng)
+        for transform in self.transforms:
+            array = transform(array, rng)
         return array
+
+
+@dataclass(frozen=True)
+class RandomApply:
+    """Apply ``transform`` with probability ``p``."""
+
+    p: float
+    transform: ArrayTransform
+
+    def __call__(self, array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.transform(array, rng) if rng.random() < self.p else array
 
 
 def _chain(first: ArrayTransform | None, second: ArrayTransform | None) -> ArrayTransform | None:
     if first is None or second is None:
         return first or second
-    return RandomApply(1.0, (first, second))
+    return Chain((first, second))
 
 
 @dataclass(frozen=True)
@@ -282,7 +291,8 @@ DEGRADATIONS: dict[str, Callable[..., Degradation]] = {
     "low_light": lambda **kw: Degradation(image=LowLight(**kw)),
     "motion_blur": lambda **kw: Degradation(image=MotionBlur(**kw)),
     # Extra (not upstream): half of the images become a dim, noisy, shaken night exposure.
-    "night": lambda p=0.5: Degradation(image=RandomApply(p, (LowLight(darken=(0.05, 0.4)), MotionBlur(length=(1, 15))))),
+    "night": lambda p=0.5: Degradation(image=RandomApply(p, Chain((LowLight(darken=(0.05, 0.4)),
+                                                                    MotionBlur(length=(1, 15)))))),
 }
 
 
