@@ -4,13 +4,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fuse.events import normalize_voxel, voxel_grid, voxel_grids, window_indices
 from fuse.events import voxel as voxel_module
 
 H, W = 12, 16
+BACKENDS = ["numba", "numpy"]
+compiled_kernel = voxel_module._numba_kernel  # before any test replaces it
+
+
+@pytest.fixture(autouse=True, params=BACKENDS)
+def backend(request, monkeypatch):
+    """Every test runs with the numba kernel and again with the numpy fallback."""
+    if request.param == "numba":
+        if voxel_module._numba_kernel() is None:
+            pytest.skip("numba is not installed")
+    else:
+        monkeypatch.setattr(voxel_module, "_numba_kernel", lambda: None)
+    return request.param
 
 
 def reference_voxel(events: np.ndarray, num_bins: int, height: int, width: int) -> np.ndarray:
@@ -81,7 +94,7 @@ def test_fractional_coordinates_truncate_like_upstream():
     np.testing.assert_allclose(voxel_grid(events, 3, H, W), reference_voxel(events, 3, H, W), atol=1e-5)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     n=st.integers(1, 300),
     num_bins=st.integers(1, 7),
@@ -94,6 +107,26 @@ def test_matches_reference_property(n, num_bins, seed, zero_one, repeat_times):
     if repeat_times:  # many identical timestamps, including on bin edges
         events[:, 0] = np.round(events[:, 0] * 200) / 200
     np.testing.assert_allclose(voxel_grid(events, num_bins, H, W), reference_voxel(events, num_bins, H, W), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numba_kernel_equals_numpy_kernel(dtype, backend):
+    """Large windows (many events per pixel), overlapping and empty windows, float32 and strided input."""
+    if backend == "numpy":
+        pytest.skip("compares both kernels itself; runs once")
+    events = random_events(60000, seed=14, height=40, width=50)
+    events[:, 0] -= events[0, 0]
+    events = events.astype(dtype)
+    starts = np.array([0, 5000, 5000, 30000, 59999])
+    stops = np.array([60000, 45000, 5000, 60000, 60000])
+    strided = np.repeat(events, 2, axis=1)[:, ::2]
+    assert not strided.flags.c_contiguous
+    expected = voxel_module._voxel_grids_numpy(events, starts, stops, 5, 40, 50)
+    for array in (events, strided):
+        out = voxel_module._voxel_grids_numba(compiled_kernel(), array, starts, stops, 5, 40, 50)
+        assert out.dtype == np.float32 and out.shape == expected.shape
+        np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-5)
+    assert np.abs(expected).max() > 5  # many events per pixel and bin
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
