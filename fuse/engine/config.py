@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "device": "auto",  # auto | cpu | cuda
         "amp": "none",  # none | bf16 | fp16 (CUDA only)
         "log_every": 10,
-        "checkpoint_every_steps": 0,  # 0: per epoch only
+        "checkpoint_every_steps": 500,  # latest.pth also every N steps (besides every epoch); 0: per epoch only
         "image_every_steps": 200,
         "merge_frozen_lora": True,  # frozen event encoder runs with LoRA folded into its weights
     },
@@ -74,10 +74,25 @@ DEFAULTS: dict[str, Any] = {
 CHOICES = {
     "stage": STAGES,
     "model.kind": (None, "fuse", "depth_anything_v2", "event_student"),
+    "model.encoder": ("vitt", "vits", "vitb", "vitl", "vitg"),
+    "model.head_size": (None, "vitt", "vits", "vitb", "vitl", "vitg"),
     "data.dataset": ("mvsec", "dense", "eventscape"),
-    "data.degradation": ("none", "fuse_stage2", "low_light", "motion_blur", "night", "fuse_stage2+night"),
     "run.device": ("auto", "cpu", "cuda"),
     "run.amp": ("none", "bf16", "fp16"),
+}
+
+# Keys whose default is None: a value must have the type of this example.
+NULLABLE = {"data.train_split": "", "data.val_split": "", "init.depth_anything": "", "init.event_encoder": "",
+            "init.foundation": "", "optim.max_steps": 0}
+
+# Lower bounds of numbers: a zero batch or a negative epoch count would otherwise fail (or do
+# nothing) only once training has started.
+MINIMUM = {
+    "model.event_bins": 1, "model.max_depth": 0.0, "model.lora_rank": 0,
+    "data.input_size": 14, "data.workers": 0,
+    "optim.lr": 0.0, "optim.boosted_lr_mult": 0.0, "optim.weight_decay": 0.0, "optim.poly_power": 0.0,
+    "optim.epochs": 1, "optim.batch_size": 1, "optim.max_steps": 1,
+    "run.log_every": 1, "run.checkpoint_every_steps": 0, "run.image_every_steps": 0,
 }
 
 
@@ -86,8 +101,30 @@ class ConfigError(ValueError):
 
 
 def _check(key: str, value: Any, default: Any) -> Any:
+    """``value`` converted to the type of ``default``, or a ConfigError naming the key and what it allows."""
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"config key {key!r} must be one of {list(CHOICES[key])}, got {value!r}")
+    value = _check_type(key, value, NULLABLE.get(key, default))
+    if key in MINIMUM and value is not None and not value >= MINIMUM[key]:
+        raise ConfigError(f"config key {key!r} must be at least {MINIMUM[key]}, got {value!r}")
+    if key == "data.input_size" and value % 14:
+        raise ConfigError(f"config key 'data.input_size' must be a multiple of 14 (the ViT patch), got {value}")
+    if key == "data.degradation":
+        _check_degradation(value)
+    return value
+
+
+def _check_degradation(name: str) -> None:
+    """A registered degradation name, or several joined by '+' (``fuse.data.degradations``)."""
+    from fuse.data.degradations import DEGRADATIONS
+
+    unknown = [part for part in name.split("+") if part not in DEGRADATIONS]
+    if unknown:
+        raise ConfigError(f"config key 'data.degradation' must be one of {list(DEGRADATIONS)} or several joined "
+                          f"by '+', got {name!r}")
+
+
+def _check_type(key: str, value: Any, default: Any) -> Any:
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -107,7 +144,8 @@ def _check(key: str, value: Any, default: Any) -> Any:
         return [_check(f"{key}[{i}]", v, default[0]) for i, v in enumerate(value)]
     if isinstance(default, str) and isinstance(value, str):
         return value
-    raise ConfigError(f"config key {key!r} must be a {type(default).__name__}, got {value!r} ({type(value).__name__})")
+    kind = {int: "an integer", float: "a number", str: "a string", list: "a list"}[type(default)]
+    raise ConfigError(f"config key {key!r} must be {kind}, got {value!r} ({type(value).__name__})")
 
 
 def merge(base: dict, update: dict, prefix: str = "") -> dict:
@@ -131,7 +169,11 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value, e.g. optim.lr=1e-5")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: the value of {key.strip()!r} is not valid YAML "
+                          "(quote strings with special characters, e.g. --set 'key=\"a: b\"')") from None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
