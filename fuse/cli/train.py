@@ -1,9 +1,14 @@
-"""``python -m fuse align|fuse|adapt --config FILE [--set key=value ...] [--resume]``: the three stages."""
+"""``python -m fuse align|fuse|adapt --config FILE [--set key=value ...] [--resume]``: the three stages.
+
+Bad input (config, checkpoint, data file) and an output folder that refuses writes end the run
+with one ``error:`` line and exit code 2 (``--debug`` shows the traceback).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from fuse.atomic import WriteError
 from fuse.engine.checkpoint import CheckpointError
 from fuse.engine.config import ConfigError, load_config
 
@@ -12,18 +17,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file (configs/<stage>/<dataset>.yaml); defaults apply without one")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set model.encoder=vitb --set optim.epochs=5 (repeatable)")
-    parser.add_argument("--resume", action="store_true", help="continue from <run.output_dir>/latest.pth")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <run.output_dir>/latest.pth (or its previous copy latest.prev.pth)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train one stage; exit 2 with one message on unusable input or output."""
     from fuse.data.dataset import DataFormatError
     from fuse.engine.trainer import train
 
     try:
         config = load_config(args.config, args.overrides, stage=args.command)
         train(config, resume=args.resume)
-    except (ConfigError, CheckpointError, DataFormatError, FileNotFoundError) as error:
+    except (ConfigError, CheckpointError, DataFormatError, FileNotFoundError, WriteError) as error:
         if args.debug:
             raise
         print(f"error: {error}", file=sys.stderr)

@@ -3,10 +3,16 @@
 A file is a dict with ``format``, ``model_config`` (``ModelConfig.to_dict()``) and ``model``
 (state dict, LoRA kept separate from the base weights), plus, for training checkpoints,
 ``optimizer``, ``scheduler``, ``epoch``, ``step``, ``run_config``, ``best`` and ``rng``.
+
+Training checkpoints rotate: the new ``latest.pth`` is written completely under a temporary
+name, the old one becomes ``latest.prev.pth``, then the new one takes its name. A crash at any
+moment leaves at least one complete copy, and ``read_resumable`` falls back to the previous
+copy when the newest is missing or unreadable.
 """
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +27,24 @@ class CheckpointError(ValueError):
     """A checkpoint file that is missing, unreadable, or does not fit the model asked for."""
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through ``fuse.atomic``: the previous file stays until the new one is complete."""
-    return atomic_write(path, lambda handle: torch.save(obj, handle), fsync=True)
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where a rotated checkpoint keeps its previous copy: ``latest.pth`` -> ``latest.prev.pth``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, **state: Any) -> Path:
+def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_previous: bool = False) -> Path:
+    """``torch.save`` through ``fuse.atomic``: the previous file stays until the new one is complete
+    (and, with ``keep_previous``, afterwards as ``previous_path(path)``)."""
+    previous = previous_path(path) if keep_previous else None
+    return atomic_write(path, lambda handle: torch.save(obj, handle), fsync=True, previous=previous)
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, keep_previous: bool = False,
+                    **state: Any) -> Path:
     """Save ``model`` (with its ``config``) and any training state given as keyword arguments."""
     payload = {"format": FORMAT, "model_config": model.config.to_dict(), "model": model.state_dict(), **state}
-    return atomic_torch_save(payload, path)
+    return atomic_torch_save(payload, path, keep_previous)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -50,3 +65,30 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a state dict")
     return data
+
+
+def read_resumable(path: str | os.PathLike) -> tuple[dict, Path]:
+    """The newest readable copy of a rotated checkpoint: ``path``, else ``previous_path(path)``.
+
+    An unreadable ``path`` (a disk that lost data, a copy cut short) is renamed to
+    ``<stem>.unreadable<suffix>`` so that the next rotation cannot push the good previous copy
+    out; a warning names both files.
+    """
+    path, previous = Path(path), previous_path(path)
+    if not path.is_file() and not previous.is_file():
+        raise CheckpointError(f"nothing to resume: {path} does not exist (start without --resume, or set "
+                              "run.output_dir to the folder of the run to continue)")
+    try:
+        return read_checkpoint(path), path
+    except CheckpointError as error:
+        if not previous.is_file():
+            raise
+        if path.is_file():
+            aside = path.with_name(f"{path.stem}.unreadable{path.suffix}")
+            os.replace(path, aside)
+            print(f"warning: {error}; moved it to {aside.name} and resuming from the previous copy {previous}",
+                  file=sys.stderr)
+        else:
+            print(f"warning: {path} is missing (the run stopped while renaming it); resuming from the previous "
+                  f"copy {previous}", file=sys.stderr)
+    return read_checkpoint(previous), previous

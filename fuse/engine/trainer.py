@@ -2,13 +2,20 @@
 
 Single process on CPU or one GPU, or many processes under ``torchrun`` (DDP). Rank 0 logs
 (text, TensorBoard, tqdm) and writes checkpoints; ``latest.pth`` holds everything needed to
-resume exactly (model, optimizer, scheduler, position in the epoch, RNG states).
+resume exactly (model, optimizer, scheduler, position in the epoch, RNG states). It is written
+after every epoch and every ``run.checkpoint_every_steps`` steps, rotating through
+``latest.prev.pth`` (``fuse.engine.checkpoint``), so a run killed at any moment resumes with
+``--resume`` and loses at most that many steps. The output folder is checked for writability and
+free space before the first step, and a data file that turns out bad mid-run stops the run with
+its name after saving ``latest.pth`` (single process), so nothing trained is lost.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -21,9 +28,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fuse.data.dataset import EventDepthDataset
+from fuse.atomic import WriteError, check_writable, remove_stale_temps
+from fuse.data.dataset import DataFormatError, EventDepthDataset
 from fuse.engine import losses
-from fuse.engine.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from fuse.engine.checkpoint import CheckpointError, read_resumable, save_checkpoint
 from fuse.engine.config import ConfigError, dump_config
 from fuse.engine.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
 from fuse.engine.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
@@ -34,6 +42,11 @@ from fuse.models.lora import lora_layers
 from fuse.data.constants import dataset_info
 
 LOG = logging.getLogger("fuse.train")
+
+LATEST = "latest.pth"
+# Files a run keeps in its output folder (latest.prev.pth is the rotated previous copy).
+CHECKPOINTS = (LATEST, "latest.prev.pth", "best.pth", "model.pth")
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "batch_in_epoch", "rng", "run_config")
 
 
 def _rng_state() -> dict:
@@ -60,6 +73,20 @@ def _at_size(pred: torch.Tensor, size) -> torch.Tensor:
     if pred.shape[-2:] == tuple(size):
         return pred
     return F.interpolate(pred[:, None], tuple(size), mode="bilinear", align_corners=True)[:, 0]
+
+
+def _original_message(error: Exception) -> str:
+    """The message of an error raised in a DataLoader worker, without the worker's traceback.
+
+    PyTorch re-raises a worker's exception as ``Caught X in DataLoader worker process N.
+    Original Traceback ...``, ending with the original ``module.X: message`` line.
+    """
+    text = str(error)
+    if not text.startswith("Caught "):
+        return text
+    kind = type(error)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return text.rsplit(f"{name}: ", 1)[-1].strip()
 
 
 def _seed_everything(seed: int) -> None:
@@ -92,6 +119,8 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // config["optim"]["batch_size"] or 1
         self.total_steps = self.steps_per_epoch * config["optim"]["epochs"]
         self.optimizer, self.scheduler = self._build_optimizer()
+        if self.ctx.is_main:
+            self._check_free_space()
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run["amp"]) if device_type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.model = self.student
@@ -103,19 +132,36 @@ class Trainer:
         self.writer = None
         if resume:
             self._resume()
+        elif self.ctx.is_main and (self.out / LATEST).is_file():
+            print(f"note: {self.out} holds a checkpoint of an earlier run, which this run will replace; "
+                  "stop now and pass --resume to continue that run instead", file=sys.stderr)
         if self.ctx.is_main:
             self._start_logging()
 
     # ---------------------------------------------------------------- setup
     def _prepare_output_dir(self) -> None:
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            probe = self.out / ".write_test"
-            probe.write_bytes(b"0" * 1024)
-            probe.unlink()
-        except OSError as error:
-            raise ConfigError(f"output folder {self.out} is not writable ({error.strerror}); choose another run.output_dir")
+        """Fail now on a folder that refuses writes; drop temp files of a run killed mid-write."""
+        check_writable(self.out)
+        remove_stale_temps(self.out)
         dump_config(self.config, self.out / "config.yaml")
+
+    def _check_free_space(self) -> None:
+        """Fail before the first step, not at a checkpoint hours later, when the checkpoints cannot fit.
+
+        At the peak a run holds ``latest.pth``, its previous copy and the new one being written,
+        plus ``best.pth`` and ``model.pth``; files already there count as space they will reuse.
+        """
+        model_bytes = sum(t.numel() * t.element_size() for t in self.student.state_dict().values())
+        trained_bytes = sum(p.numel() * p.element_size() for p in self.student.parameters() if p.requires_grad)
+        latest_bytes = model_bytes + 2 * trained_bytes  # AdamW keeps two moments per trained parameter
+        needed = 3 * latest_bytes + 2 * model_bytes
+        present = sum((self.out / name).stat().st_size for name in CHECKPOINTS if (self.out / name).is_file())
+        free = shutil.disk_usage(self.out).free
+        if free + present < needed:
+            raise WriteError(errno.ENOSPC, f"{self.out} has {free / 2**20:.0f} MiB free, but this run's checkpoints "
+                             f"need about {(needed - present) / 2**20:.0f} MiB more (latest.pth of "
+                             f"{latest_bytes / 2**20:.0f} MiB three times while rotating, best.pth and model.pth of "
+                             f"{model_bytes / 2**20:.0f} MiB); free some space or choose another run.output_dir")
 
     def _build_models(self):
         cfg, model_cfg, init = self.config, self.config["model"], self.config["init"]
@@ -221,13 +267,25 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _resume(self) -> None:
-        path = self.out / "latest.pth"
-        state = read_checkpoint(path)
-        if state.get("run_config", {}).get("stage") != self.stage.name:
-            raise CheckpointError(f"{path} belongs to stage {state.get('run_config', {}).get('stage')}, not {self.stage.name}")
-        self.student.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        state, path = read_resumable(self.out / LATEST)
+        missing = [key for key in RESUME_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(f"{path} cannot resume a run: it lacks {missing} (a model-only file?)")
+        if state["run_config"].get("stage") != self.stage.name:
+            raise CheckpointError(f"{path} belongs to stage {state['run_config'].get('stage')}, not {self.stage.name}")
+        ours = self.student.config.to_dict()
+        changed = {k: (v, ours.get(k)) for k, v in state.get("model_config", {}).items() if ours.get(k) != v}
+        if changed:
+            detail = ", ".join(f"{k}: {saved!r} in the file, {now!r} now" for k, (saved, now) in changed.items())
+            raise CheckpointError(f"{path} was written for another model ({detail}); resume with the run's own "
+                                  f"settings ({self.out / 'config.yaml'}) or choose another run.output_dir")
+        try:
+            self.student.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(f"{path} does not fit this run ({str(error).splitlines()[0][:300]}); resume with "
+                                  f"the run's own settings ({self.out / 'config.yaml'})") from None
         self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
         self.best = state.get("best", {})
         self._merge_frozen_lora(self.student)
@@ -246,7 +304,7 @@ class Trainer:
         rng = self._gather_rng()
         if not self.ctx.is_main:
             return
-        save_checkpoint(self.out / "latest.pth", self.student, optimizer=self.optimizer.state_dict(),
+        save_checkpoint(self.out / LATEST, self.student, keep_previous=True, optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), epoch=self.epoch, step=self.step,
                         batch_in_epoch=self.batch_in_epoch, run_config=self.config, best=self.best, rng=rng)
 
@@ -302,44 +360,62 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until the configured epochs (or ``optim.max_steps``) are done; returns the last logs."""
-        optim, run = self.config["optim"], self.config["run"]
-        max_steps = optim["max_steps"]
         history: list[dict] = []
         self.student.train()
         try:
-            while self.epoch < optim["epochs"] and not (max_steps and self.step >= max_steps):
-                self.train_set.set_epoch(self.epoch)
-                self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * optim["batch_size"])
-                loader = self._loader(self.train_set, sampler=self.sampler)
-                bar = tqdm(loader, desc=f"{self.stage.name} epoch {self.epoch + 1}/{optim['epochs']}",
-                           initial=self.batch_in_epoch, total=self.steps_per_epoch, disable=not self.ctx.is_main,
-                           dynamic_ncols=True, file=sys.stderr)
-                for batch in bar:
-                    logs = self.train_step(batch)
-                    history.append(logs)
-                    lr = self.scheduler.get_last_lr()[0]
-                    if self.ctx.is_main:
-                        bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
-                        if self.step % run["log_every"] == 0 or self.step == 1:
-                            self._log_scalars("train", logs, lr)
-                        if run["image_every_steps"] and self.step % run["image_every_steps"] == 0:
-                            self._log_panel(batch)
-                    if run["checkpoint_every_steps"] and self.step % run["checkpoint_every_steps"] == 0:
-                        self.save_latest()
-                    if max_steps and self.step >= max_steps:
-                        break
-                else:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    self._end_epoch()
-                    continue
-                self.save_latest()
-                break
+            self._train_epochs(history)
             self.export("model.pth")
+        except (DataFormatError, FileNotFoundError) as error:
+            raise type(error)(self._stopped_on_data(error)) from None
         finally:
             if self.writer is not None:
                 self.writer.close()
         return {"history": history, "best": self.best}
+
+    def _train_epochs(self, history: list[dict]) -> None:
+        """The epoch loop of ``fit``; appends each step's logs to ``history``."""
+        optim, run = self.config["optim"], self.config["run"]
+        max_steps = optim["max_steps"]
+        while self.epoch < optim["epochs"] and not (max_steps and self.step >= max_steps):
+            self.train_set.set_epoch(self.epoch)
+            self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * optim["batch_size"])
+            loader = self._loader(self.train_set, sampler=self.sampler)
+            bar = tqdm(loader, desc=f"{self.stage.name} epoch {self.epoch + 1}/{optim['epochs']}",
+                       initial=self.batch_in_epoch, total=self.steps_per_epoch, disable=not self.ctx.is_main,
+                       dynamic_ncols=True, file=sys.stderr)
+            for batch in bar:
+                logs = self.train_step(batch)
+                history.append(logs)
+                lr = self.scheduler.get_last_lr()[0]
+                if self.ctx.is_main:
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
+                    if self.step % run["log_every"] == 0 or self.step == 1:
+                        self._log_scalars("train", logs, lr)
+                    if run["image_every_steps"] and self.step % run["image_every_steps"] == 0:
+                        self._log_panel(batch)
+                if run["checkpoint_every_steps"] and self.step % run["checkpoint_every_steps"] == 0:
+                    self.save_latest()
+                if max_steps and self.step >= max_steps:
+                    break
+            else:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self._end_epoch()
+                continue
+            self.save_latest()
+            break
+
+    def _stopped_on_data(self, error: Exception) -> str:
+        """The data error's own message (not a worker's traceback), after saving what was trained.
+
+        The failing batch was never used, so the saved state is the exact state after the last step.
+        """
+        message = _original_message(error)
+        if self.ctx.enabled:  # other ranks may be inside a collective: a checkpoint cannot be gathered
+            return f"{message}\n(training stopped at step {self.step}; fix or remove the file, then rerun with --resume)"
+        self.save_latest()
+        return (f"{message}\n(training stopped at step {self.step}, saved in {self.out / LATEST}; fix or remove the "
+                "file, then rerun with --resume)")
 
     def _end_epoch(self) -> None:
         metrics = self.validate() if self.val_set is not None else {}
