@@ -5,7 +5,8 @@ a split list per sequence (layout in fuse/events/mvsec_export.py).
     python scripts/process_mvsec_hdf5.py --root /data/mvsec --out OUT outdoor_day2 --save-events
 
 Exit status: 0 on success, 2 when an input recording is missing or bad (one message per
-sequence naming the file and the problem; other sequences are still processed).
+sequence naming the file and the problem; other sequences are still processed) or when the
+output folder refuses writes (full disk, read-only: checked before the first sequence).
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ if __package__ in (None, ""):
     # Run as a file: make the repository's `fuse` package importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fuse.atomic import WriteError, check_writable  # noqa: E402
 from fuse.events.mvsec import RecordingError  # noqa: E402
-from fuse.events.mvsec_export import DEFAULT_SEQUENCES, export_sequence  # noqa: E402
+from fuse.events.mvsec_export import DEFAULT_SEQUENCES, ExportSummary, export_sequence  # noqa: E402
 
 
 def _positive_int(text: str) -> int:
@@ -46,23 +48,36 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     failed = []
-    for sequence in args.sequences:
-        try:
-            summary = export_sequence(
-                args.root, args.out, sequence, num_bins=args.numbins, save_events=args.save_events,
-                overwrite=args.overwrite, chunk_size=args.chunk_size,
-            )
-        except RecordingError as err:
-            if args.debug:
-                raise
-            print(f"error: sequence {sequence}: {err}", file=sys.stderr)
-            failed.append(sequence)
-            continue
-        print(summary)
+    try:
+        check_writable(args.out, create=False)
+        for sequence in args.sequences:
+            summary = _export(args, sequence, failed)
+            if summary is not None:
+                print(summary)
+    except WriteError as err:
+        if args.debug:
+            raise
+        print(f"error: {err} (finished files are kept; rerun to continue)", file=sys.stderr)
+        return 2
     if failed:
         print(f"failed: {', '.join(failed)} (files created for them by this run were removed)", file=sys.stderr)
         return 2
     return 0
+
+
+def _export(args: argparse.Namespace, sequence: str, failed: list[str]) -> ExportSummary | None:
+    """Export one sequence; a bad recording is reported, added to ``failed`` and gives None."""
+    try:
+        return export_sequence(
+            args.root, args.out, sequence, num_bins=args.numbins, save_events=args.save_events,
+            overwrite=args.overwrite, chunk_size=args.chunk_size,
+        )
+    except RecordingError as err:
+        if args.debug:
+            raise
+        print(f"error: sequence {sequence}: {err}", file=sys.stderr)
+        failed.append(sequence)
+        return None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fuse.atomic import write_text_atomic
+from fuse.atomic import WriteError, write_text_atomic
 from fuse.data.constants import DATASETS, dataset_info
 from fuse.engine.metrics import (
     PRED_FORMATS,
@@ -78,7 +78,7 @@ def published_rows(dataset: str, size: str | None, sequence: str | None) -> list
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, print the table, write the requested reports; exit 2 on unusable input."""
+    """Evaluate, print the table, write the requested reports; exit 2 on unusable input or output."""
     try:
         rows = published_rows(args.dataset, args.compare_published, args.sequence)
         if args.checkpoint or args.split:
@@ -95,13 +95,12 @@ def run(args: argparse.Namespace) -> int:
             rescale_target=args.rescale_target,
             progress=not args.no_progress,
         )
-    except (EvalInputError, ValueError) as exc:
+        return _report(args, metrics, rows)
+    except (EvalInputError, ValueError, FileNotFoundError, WriteError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-    return _report(args, metrics, rows)
 
 
 def _evaluate_model(args: argparse.Namespace, rows: list[PublishedRow]) -> int:

@@ -10,8 +10,9 @@ never leaves a partial file):
 * ``panels.mp4`` with ``--mp4``.
 
 A frame whose three files exist is skipped unless ``--overwrite``, so a rerun finishes an
-interrupted one. Bad input (checkpoint, split list, data file, recording) gives one line naming
-the file and exit code 2.
+interrupted one (and removes the temp files of one killed mid-write). Bad input (checkpoint,
+split list, data file, recording) and an output folder that refuses writes (checked before the
+first prediction) give one line naming the file and exit code 2.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fuse.atomic import WriteError, check_writable, remove_stale_temps
 from fuse.data.constants import DATASETS, DatasetInfo, dataset_info
 from fuse.data.prep import save_npy
 from fuse.engine.inference import Frame, FrameRef, RecordingSource, SplitSource, predict
@@ -173,7 +175,9 @@ def _infer(args: argparse.Namespace) -> str:
     device = resolve_device(args.device)
     model = _load_model(args, device, info)
     metric = model.config.head == "metric"
-    out = Path(args.out)
+    out = check_writable(args.out)
+    for folder in ("depth", "color", "panels", "."):
+        remove_stale_temps(out / folder)
     started = time.perf_counter()
     source = (SplitSource(args.split, model.config.event_bins) if args.split is not None
               else RecordingSource(args.recording, model.config.event_bins))
@@ -210,10 +214,10 @@ def _summary(args: argparse.Namespace, source: SplitSource | RecordingSource, ou
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict and write every frame; exit 2 with one message on unusable input."""
+    """Predict and write every frame; exit 2 with one message on unusable input or output."""
     try:
         print(_infer(args))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, WriteError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

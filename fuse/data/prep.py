@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fuse.atomic import save_npy_atomic, write_bytes_atomic, write_text_atomic
+from fuse.atomic import WriteError, remove_stale_temps, save_npy_atomic, write_bytes_atomic, write_text_atomic
 from fuse.events import voxel_grid
 
 
@@ -58,14 +58,14 @@ def add_split_dataset_arguments(parser: argparse.ArgumentParser, root_help: str,
 def run_script(
     parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None
 ) -> int:
-    """Parse ``argv`` and call ``run``; bad input prints ``error: …`` and returns 2."""
+    """Parse ``argv`` and call ``run``; bad input or a refused write prints ``error: …`` and returns 2."""
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage; hand back its code
         return int(exc.code or 0)
     try:
         return int(run(args) or 0)
-    except PrepError as exc:
+    except (PrepError, WriteError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -325,6 +325,8 @@ def convert_split(
     with tqdm(total=total, desc=desc, unit="frame") as bar:
         for name, samples in plan:
             seq_out = out_dir / name
+            for folder in ("images", "depths", "voxels", "events"):
+                remove_stale_temps(seq_out / folder)  # left by a run killed mid-write
             lines = []
             for sample in samples:
                 stem = sample_stem(sample.frame)

@@ -31,7 +31,11 @@ def l1_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 def silog_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, lambd: float = 0.5) -> torch.Tensor:
-    """Scale-invariant log loss on valid pixels: ``sqrt(mean(d^2) - lambd * mean(d)^2)``, d = log t - log p."""
+    """Scale-invariant log loss on valid pixels: ``sqrt(mean(d^2) - lambd * mean(d)^2)``, d = log t - log p.
+
+    Targets that are NaN, infinite or not positive never count, whatever ``valid`` says.
+    """
+    valid = valid & torch.isfinite(target) & (target > 0)
     if not valid.any():
         return pred.sum() * 0.0
     d = torch.log(target[valid]) - torch.log(pred[valid])
