@@ -222,6 +222,18 @@ def test_unsorted_window_drops_events_before_the_first():
     np.testing.assert_allclose(torch_ops_grids(late, [0], [len(late)], 3)[0], voxel_grid(late, 3, H, W), atol=1e-6)
 
 
+def test_unsorted_window_with_a_tiny_span_drops_far_events():
+    # The last row is 1e-185 after the first, so an event 1 s later maps to t ~ 1e185 bins:
+    # dropped, never turned into an overflowing integer bin.
+    events = np.zeros((24, 4))
+    events[:, 3] = -1.0
+    events[22, 0], events[23, 0] = 1.0, 1.5e-185
+    out = voxel_grid(events, 2, H, W)
+    expected = np.zeros((2, H, W), np.float32)
+    expected[0, 0, 0], expected[1, 0, 0] = -22.0, -1.0
+    np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.parametrize("column, value", [(1, W), (2, H), (1, -1.0), (2, np.nan)])
 def test_events_outside_the_sensor_raise(column, value):
     events = random_events(50, seed=11)

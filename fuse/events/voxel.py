@@ -155,7 +155,7 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
                 return 1
             if not (x >= 0.0 and x < width and y >= 0.0 and y < height):
                 return 2
-            low = math.trunc(tn)
+            low = np.trunc(tn)  # a float: math.trunc would give an int64 that overflows for huge tn
             if tn < 0.0 or low >= num_bins:
                 continue  # only in windows not sorted by time
             # Arithmetic rather than a branch: polarity is random, a branch would mispredict.
