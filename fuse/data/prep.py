@@ -29,6 +29,9 @@ from fuse.atomic import WriteError, remove_stale_temps, save_npy_atomic, write_b
 from fuse.events import voxel_grid
 
 
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
 class PrepError(Exception):
     """Bad input for a preparation script: reported in one line, exit code 2."""
 
@@ -105,6 +108,16 @@ def npy_shape(path: Path) -> tuple[int, ...]:
         return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
     except (OSError, ValueError, EOFError) as exc:
         raise PrepError(f"cannot read {path}: {exc}") from exc
+
+
+def png_complete(path: Path) -> bool:
+    """True if the file ends with a PNG's closing IEND chunk (a truncated PNG does not)."""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() < len(_PNG_END):
+            return False
+        handle.seek(-len(_PNG_END), os.SEEK_END)
+        return handle.read() == _PNG_END
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -274,12 +287,22 @@ def sample_paths(seq_dir: Path, stem: str) -> dict[str, Path]:
 
 
 def sample_is_done(seq_dir: Path, stem: str, num_bins: int, save_events: bool) -> bool:
-    """True if every output of the sample exists; a voxel with another bin count is an error."""
+    """True if every output of the sample exists whole; a voxel with another bin count is an error.
+
+    A file cut short (a copy interrupted, a disk that filled up under another tool) counts as
+    missing, so a rerun writes it again.
+    """
     paths = sample_paths(seq_dir, stem)
     needed = ["image", "depth", "voxel"] + (["events"] if save_events else [])
     if not all(paths[key].is_file() for key in needed):
         return False
-    bins = npy_shape(paths["voxel"])[0]
+    try:
+        shapes = {key: npy_shape(paths[key]) for key in needed if key != "image"}
+    except PrepError:
+        return False
+    if not png_complete(paths["image"]):
+        return False
+    bins = shapes["voxel"][0]
     if bins != num_bins:
         raise PrepError(f"{paths['voxel']} has {bins} bins, not {num_bins}; rerun with --overwrite")
     return True

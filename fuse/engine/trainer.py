@@ -267,7 +267,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _resume(self) -> None:
+        if self.ctx.enabled and not self.ctx.is_main:
+            torch.distributed.barrier()  # after rank 0, which may have moved an unreadable latest.pth aside
         state, path = read_resumable(self.out / LATEST)
+        if self.ctx.enabled and self.ctx.is_main:
+            torch.distributed.barrier()
         missing = [key for key in RESUME_KEYS if key not in state]
         if missing:
             raise CheckpointError(f"{path} cannot resume a run: it lacks {missing} (a model-only file?)")
