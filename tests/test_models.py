@@ -95,18 +95,34 @@ def _randomize_lora(module, seed=0):
 
 def test_lora_merged_equals_unmerged():
     torch.manual_seed(0)
-    model = fuse.build_model("event_student", encoder="vitt").eval()
+    model = fuse.build_model("event_student", encoder="vitt")
     _randomize_lora(model)
     voxel = torch.randn(2, 3, 56, 56)
     with torch.no_grad():
-        unmerged = model(voxel)
+        unmerged = model.train()(voxel)  # train mode: the unmerged path (the model has no dropout)
         merge_lora(model)
-        merged = model(voxel)
+        merged = model.eval()(voxel)
         unmerge_lora(model)
-        again = model(voxel)
+        auto = model(voxel)  # eval mode without gradients merges by itself
+        again = model.train()(voxel)
     assert torch.allclose(merged, unmerged, rtol=1e-4, atol=1e-5)
+    assert torch.equal(auto, merged)
     assert torch.equal(again, unmerged)
     assert merged.abs().sum() > 0
+
+
+def test_eval_merge_follows_updates_and_leaves_gradients_alone():
+    torch.manual_seed(0)
+    layer = LoRALinear(8, 6, rank=2).eval()
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        first = layer(x)
+        layer.lora_B.normal_()
+        updated = layer(x)
+    assert torch.allclose(updated, x @ (layer.weight + layer.delta_weight()).T + layer.bias, atol=1e-6)
+    assert not torch.allclose(first, updated)
+    layer(x).sum().backward()  # eval mode with gradients wanted: the unmerged path, B gets its gradient
+    assert layer.lora_B.grad is not None and layer.lora_B.grad.abs().sum() > 0
 
 
 def test_grouped_lora_matches_loralib_merged_linear_formula():
@@ -148,9 +164,9 @@ def test_fredfuse_pyramid_shapes_and_gradients():
     grid_h, grid_w = 19, 13  # odd sizes: 19x13 -> 9x6 -> 4x3
     x1 = torch.randn(2, grid_h * grid_w, 64, requires_grad=True)
     x2 = torch.randn(2, grid_h * grid_w, 64, requires_grad=True)
-    gauss, lap = block.img_feature_decouple.pyramids(x1.detach().transpose(1, 2).reshape(2, 64, grid_h, grid_w))
-    assert [tuple(g.shape[-2:]) for g in gauss] == [(19, 13), (9, 6), (4, 3)]
-    assert [tuple(l.shape[-2:]) for l in lap] == [(19, 13), (9, 6), (4, 3)]
+    gauss, lap = block.img_feature_decouple.pyramids(x1.detach().reshape(2, grid_h, grid_w, 64))  # token layout
+    assert [tuple(g.shape[1:3]) for g in gauss] == [(19, 13), (9, 6), (4, 3)]
+    assert [tuple(l.shape[1:3]) for l in lap] == [(19, 13), (9, 6), (4, 3)]
     assert torch.equal(lap[-1], gauss[-1])
     low, high = block.img_feature_decouple(x1, grid_h, grid_w)
     assert low.shape == high.shape == x1.shape

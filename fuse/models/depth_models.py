@@ -7,6 +7,7 @@ the published files (spec §9).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from torch import nn
 from fuse.models.dpt import HEAD_KINDS, DPTHead
 from fuse.models.fredfuse import FreDFuse
 from fuse.models.lora import DEFAULT_TARGETS, add_lora
+from fuse.models.parallel import run_side_by_side
 from fuse.models.sizes import PATCH_SIZE, check_input_size, encoder_size, head_size
 from fuse.models.vit import DinoVisionTransformer
 
@@ -135,21 +137,24 @@ class FUSE(nn.Module):
         if min(grid_h, grid_w) < MIN_FUSION_GRID:
             raise ValueError(f"FUSE needs inputs of at least {MIN_FUSION_GRID * PATCH_SIZE} px per side "
                              f"(FreDFuse halves the {grid_h}x{grid_w} token grid twice), got {tuple(image.shape[-2:])}")
-        image_tokens = self.image_encoder.prepare_tokens(image)
-        event_tokens = self.prompt_encoder.prepare_tokens(events)
-        features = []
+        # The encoders never exchange data (fusion only reads their tapped tokens), so on CPU they
+        # run side by side, each on its share of the cores (fuse.models.parallel).
+        image_taps, event_taps = run_side_by_side(
+            [lambda: self.image_encoder.tapped_tokens(image), lambda: self.prompt_encoder.tapped_tokens(events)],
+            image.device)
         taps = self.image_encoder.size.taps
-        for index, (image_block, event_block) in enumerate(zip(self.image_encoder.blocks, self.prompt_encoder.blocks)):
-            image_tokens = image_block(image_tokens)
-            event_tokens = event_block(event_tokens)
-            if index in taps:
-                fused = self.prompt_fuse[index](image_tokens[:, 1:], event_tokens[:, 1:], grid_h, grid_w)
-                # The image cls token rides along through the norm, exactly as upstream; the head drops it.
-                tokens = self.image_encoder.norm(torch.cat((image_tokens[:, :1], fused), dim=1))
-                features.append(tokens[:, 1:])
-            if len(features) == len(taps):
-                break
-        return features
+
+        def fuse_tap(k: int) -> torch.Tensor:
+            image_tokens, event_tokens = image_taps[k], event_taps[k]
+            fused = self.prompt_fuse[taps[k]](image_tokens[:, 1:], event_tokens[:, 1:], grid_h, grid_w)
+            # The image cls token rides along through the norm, exactly as upstream; the head drops it.
+            return self.image_encoder.norm(torch.cat((image_tokens[:, :1], fused), dim=1))[:, 1:]
+
+        tasks = [partial(fuse_tap, k) for k in range(len(taps))]
+        if self.training:
+            # Cross-attention dropout draws from the global generator: keep the draw order fixed.
+            return [task() for task in tasks]
+        return run_side_by_side(tasks, image.device)
 
     def forward(self, image: torch.Tensor, events: torch.Tensor | None = None, return_features: bool = False):
         """(B,3,H,W) image and (B,bins,H,W) voxel grid -> depth (B,H,W).

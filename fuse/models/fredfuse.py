@@ -31,18 +31,51 @@ class ChannelShuffle(nn.Module):
         return x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _fusion_conv(channels: int) -> nn.Sequential:
-    """[1x1 grouped conv 2C->C, channel shuffle, ReLU, 1x1 grouped conv C->C]."""
-    return nn.Sequential(
-        nn.Conv2d(2 * channels, channels, 1, groups=SHUFFLE_GROUPS),
-        ChannelShuffle(SHUFFLE_GROUPS),
-        nn.ReLU(),
-        nn.Conv2d(channels, channels, 1, groups=SHUFFLE_GROUPS),
-    )
+class FusionConv(nn.Sequential):
+    """[1x1 grouped conv 2C->C, channel shuffle, ReLU, 1x1 grouped conv C->C] (upstream layout).
+
+    :meth:`forward_channels_last` computes the same on ``(..., channels)`` maps: each grouped
+    1x1 convolution is one batched matmul over the groups, and the shuffle is a transpose of
+    the (group, channel) axes, so no convolution kernel or NCHW copy is involved (torch's CPU
+    1x1 grouped convolution falls back to a slow per-group loop).
+    """
+
+    def __init__(self, channels: int, groups: int = SHUFFLE_GROUPS) -> None:
+        super().__init__(
+            nn.Conv2d(2 * channels, channels, 1, groups=groups),
+            ChannelShuffle(groups),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 1, groups=groups),
+        )
+        self.groups = groups
+
+    @staticmethod
+    def _grouped_pointwise(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        """(M, G, Cin/G) -> (G, M, Cout/G): one matmul per group, bias added in the same call."""
+        g = conv.groups
+        weight = conv.weight.view(g, conv.out_channels // g, -1).transpose(1, 2)
+        return torch.baddbmm(conv.bias.view(g, 1, -1), x.transpose(0, 1), weight)
+
+    def forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., 2C) -> (..., C)."""
+        lead, g = x.shape[:-1], self.groups
+        hidden = self._grouped_pointwise(x.reshape(-1, g, x.shape[-1] // g), self[0])  # (G, M, C/G)
+        # Shuffle: output channel (group i, index j) moves to position j * G + i.
+        hidden = torch.relu(hidden.permute(1, 2, 0)).reshape(hidden.shape[1], g, -1)
+        out = self._grouped_pointwise(hidden, self[3])  # (G, M, C/G)
+        return out.transpose(0, 1).reshape(*lead, -1)
+
+
+def _fusion_conv(channels: int) -> FusionConv:
+    return FusionConv(channels)
 
 
 class GaussianLaplacianDecoupler(nn.Module):
-    """Tokens -> (low, high) tokens via 3-level Gaussian / Laplacian pyramids and top-down fusion."""
+    """Tokens -> (low, high) tokens via 3-level Gaussian / Laplacian pyramids and top-down fusion.
+
+    Maps stay in the token layout (B, h, w, C) throughout, seen as channels-last NCHW tensors
+    for the blur and the resizes, so the tokens are never transposed or copied into NCHW.
+    """
 
     def __init__(self, channels: int, levels: int = 3, kernel_size: int = 3, sigma: float = 1.0) -> None:
         super().__init__()
@@ -55,36 +88,40 @@ class GaussianLaplacianDecoupler(nn.Module):
         self.fusion_convs_l = nn.ModuleList(_fusion_conv(channels) for _ in range(levels - 1))
 
     def blur(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = self.gaussian_kernel.to(x.dtype).expand(x.shape[1], 1, -1, -1)
-        return F.conv2d(x, kernel, padding=kernel.shape[-1] // 2, groups=x.shape[1])
+        """Depthwise Gaussian blur of a (B, h, w, C) map."""
+        kernel = self.gaussian_kernel.to(x.dtype).expand(x.shape[-1], 1, -1, -1)
+        out = F.conv2d(x.permute(0, 3, 1, 2), kernel, padding=kernel.shape[-1] // 2, groups=x.shape[-1])
+        return out.permute(0, 2, 3, 1)
 
     @staticmethod
     def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        """Bilinear resize (align_corners False) of a (B, h, w, C) map."""
+        out = F.interpolate(x.permute(0, 3, 1, 2), size=tuple(size), mode="bilinear", align_corners=False)
+        return out.permute(0, 2, 3, 1)
 
     def pyramids(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Gaussian and Laplacian pyramids of a (B, h, w, C) map, finest level first."""
         gaussian = [x]
         for _ in range(self.levels - 1):
             g = gaussian[-1]
-            gaussian.append(self._resize(self.blur(g), (g.shape[-2] // 2, g.shape[-1] // 2)))
-        laplacian = [g - self._resize(g_next, g.shape[-2:]) for g, g_next in zip(gaussian, gaussian[1:])]
+            gaussian.append(self._resize(self.blur(g), (g.shape[1] // 2, g.shape[2] // 2)))
+        laplacian = [g - self._resize(g_next, g.shape[1:3]) for g, g_next in zip(gaussian, gaussian[1:])]
         laplacian.append(gaussian[-1])
         return gaussian, laplacian
 
     def _top_down(self, pyramid: list[torch.Tensor], convs: nn.ModuleList) -> torch.Tensor:
         fused = pyramid[-1]
         for level in range(self.levels - 2, -1, -1):
-            up = self._resize(fused, pyramid[level].shape[-2:])
-            fused = convs[level](torch.cat((pyramid[level], up), dim=1))
+            up = self._resize(fused, pyramid[level].shape[1:3])
+            fused = convs[level].forward_channels_last(torch.cat((pyramid[level], up), dim=-1))
         return fused
 
     def forward(self, tokens: torch.Tensor, grid_h: int, grid_w: int) -> tuple[torch.Tensor, torch.Tensor]:
         b, n, c = tokens.shape
-        x = tokens.transpose(1, 2).reshape(b, c, grid_h, grid_w)
-        gaussian, laplacian = self.pyramids(x)
+        gaussian, laplacian = self.pyramids(tokens.reshape(b, grid_h, grid_w, c))
         low = self._top_down(gaussian, self.fusion_convs_g)
         high = self._top_down(laplacian, self.fusion_convs_l)
-        return low.flatten(2).transpose(1, 2), high.flatten(2).transpose(1, 2)
+        return low.reshape(b, n, c), high.reshape(b, n, c)
 
 
 class CrossAttention(nn.Module):

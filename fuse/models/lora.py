@@ -7,7 +7,9 @@ A plain layer holds ``lora_A`` (r x in) and ``lora_B`` (out x r); a grouped laye
 ``delta = scaling * B.A`` with ``scaling = alpha / r``.
 
 Merging caches ``weight + delta`` in a separate tensor instead of writing into ``weight``, so
-the stored ``weight`` is always the un-adapted one and unmerging is exact.
+the stored ``weight`` is always the un-adapted one and unmerging is exact. In eval mode, when
+no gradient can reach the layer's parameters, the forward merges by itself (as loralib does
+on ``eval()``): the merged weight is cached until ``weight``, ``lora_A`` or ``lora_B`` change.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class LoRALinear(nn.Linear):
         self.lora_A = nn.Parameter(torch.empty(groups * rank, in_features, device=device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.empty(out_features, rank, device=device, dtype=dtype))
         self.merged_weight: torch.Tensor | None = None
+        self._eval_cache: tuple[tuple, torch.Tensor] | None = None
         self.reset_lora()
 
     @classmethod
@@ -72,10 +75,29 @@ class LoRALinear(nn.Linear):
     def unmerge(self) -> None:
         self.merged_weight = None
 
+    def _eval_weight(self) -> torch.Tensor | None:
+        """Merged weight for an eval-mode forward that no gradient can pass through, else None.
+
+        Cached per version of the three tensors, so an update of any of them (an optimizer
+        step, ``load_state_dict``) is seen. Computed outside inference mode so that the cached
+        tensor may also serve later calls whose input requires grad.
+        """
+        params = (self.weight, self.lora_A, self.lora_B)
+        if self.training or (torch.is_grad_enabled() and any(p.requires_grad for p in params)):
+            return None
+        if any(p.is_inference() for p in params):  # no version counter to key the cache on
+            return None
+        key = tuple((id(p), p._version) for p in params)
+        if self._eval_cache is None or self._eval_cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                self._eval_cache = (key, self.weight + self.delta_weight())
+        return self._eval_cache[1]
+
     def _apply(self, fn, recurse=True):
         # A device or dtype move invalidates the cached merged weight; recompute it after the move.
         was_merged = self.merged
         self.merged_weight = None
+        self._eval_cache = None
         result = super()._apply(fn, recurse)
         if was_merged:
             self.merge()
@@ -86,6 +108,9 @@ class LoRALinear(nn.Linear):
             if torch.is_grad_enabled() and (self.lora_A.requires_grad or self.lora_B.requires_grad):
                 raise RuntimeError("a merged LoRA layer cannot train its adapters; call unmerge() first")
             return F.linear(x, self.merged_weight, self.bias)
+        merged = self._eval_weight()
+        if merged is not None:
+            return F.linear(x, merged, self.bias)
         out = F.linear(x, self.weight, self.bias)
         low = F.linear(x, self.lora_A)  # (..., groups * rank)
         if self.groups == 1:

@@ -106,18 +106,22 @@ class DinoVisionTransformer(nn.Module):
         tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1).to(tokens.dtype), tokens), dim=1)
         return tokens + self.interpolated_pos_embed(height // PATCH_SIZE, width // PATCH_SIZE, tokens.dtype)
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Normalized patch tokens (cls dropped) after each tapped block: what the DPT head reads."""
+    def tapped_tokens(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Tokens (with cls, not normalized) after each tapped block; later blocks are not run."""
         tokens = self.prepare_tokens(x)
         taps = set(self.size.taps)
-        features = []
+        tapped = []
         for index, block in enumerate(self.blocks):
             tokens = block(tokens)
             if index in taps:
-                features.append(self.norm(tokens[:, 1:]))
-            if len(features) == len(taps):
+                tapped.append(tokens)
+            if len(tapped) == len(taps):
                 break
-        return features
+        return tapped
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Normalized patch tokens (cls dropped) after each tapped block: what the DPT head reads."""
+        return [self.norm(tokens[:, 1:]) for tokens in self.tapped_tokens(x)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.forward_features(x)
