@@ -131,6 +131,17 @@ def test_predict_runs_the_model_on_the_prepared_inputs(workspace):
     assert depth.std() > 0.1  # the comparison is not between two flat maps
 
 
+def test_predict_bf16_is_close_to_fp32(workspace):
+    model = tiny_model()
+    image, voxel = frame_inputs(workspace["split"], 1)
+    exact = predict(model, image, voxel, size=SIZE)
+    low = predict(model, image, voxel, size=SIZE, precision="bf16")
+    assert low.dtype == np.float32 and low.shape == exact.shape
+    assert 0 < np.linalg.norm(low - exact) / np.linalg.norm(exact) < 2e-2
+    with pytest.raises(ValueError, match="precision"):
+        predict(model, image, voxel, size=SIZE, precision="fp8")
+
+
 def test_predict_batch_equals_single_frames_and_restores_training_mode(workspace):
     model = tiny_model().train()
     inputs = [frame_inputs(workspace["split"], i) for i in range(2)]

@@ -97,11 +97,15 @@ def network_inputs(
     return image_tensor, voxel_tensor
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 def predict(
     model: nn.Module,
     image: np.ndarray | Sequence[np.ndarray] | None,
     voxel: np.ndarray | Sequence[np.ndarray] | None,
     size: int = 266,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Depth (or relative inverse depth, for a relative head) at the inputs' original resolution.
 
@@ -109,8 +113,11 @@ def predict(
     ``voxel``: a raw bins×H×W voxel grid or a batch. A ``fuse`` model needs both,
     ``depth_anything_v2`` the image, ``event_student`` the voxel; an input the model does not
     use is ignored. Runs in eval mode under ``torch.inference_mode()`` on the model's device and
-    returns float32 H×W (B×H×W for a batch).
+    returns float32 H×W (B×H×W for a batch). ``precision="bf16"`` runs the network under bfloat16
+    autocast (CPU or GPU): faster, at a cost in accuracy measured in BENCHMARKS.md.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     kind = model.config.kind
     needs_image, needs_voxel = kind in IMAGE_KINDS, kind in EVENT_KINDS
     if needs_image and image is None:
@@ -136,14 +143,15 @@ def predict(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        low_precision = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        with torch.inference_mode(), low_precision:
             if kind == "fuse":
                 out = model(image_tensor.to(device), voxel_tensor.to(device))
             elif kind == "depth_anything_v2":
                 out = model(image_tensor.to(device))
             else:
                 out = model(voxel_tensor.to(device))
-            out = F.interpolate(out[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+            out = F.interpolate(out[:, None].float(), size=(height, width), mode="bilinear", align_corners=True)[:, 0]
     finally:
         model.train(was_training)
     depth = out.float().cpu().numpy()
