@@ -1,0 +1,186 @@
+"""Model inference speed: latency, images/s and achieved GFLOP/s against the measured matmul rate.
+
+    python benchmarks/bench_model.py [--threads 2] [--rounds 5] [--write]
+    python benchmarks/bench_model.py --device cuda [--write]     # GPU table, where a GPU exists
+
+CPU: `fuse` (vits, vitb) and `depth_anything_v2` (vits, vitb) at 266x266 and 252x336, batch 1,
+fp32 and bf16 autocast, interleaved round by round with (a) a float32 4096x4096 matmul, whose
+rate is the reference for "fraction of matmul rate", and (b) the functional re-statement of
+the spec in tests/reference_fuse.py: plain PyTorch ops in the upstream code's structure
+(explicit attention, NCHW convolutions, encoders one after the other), standing in for the
+original code. FLOPs come from torch.utils.flop_counter (a multiply-add counts as 2). The bf16
+accuracy cost is the relative L2 error of the depth map against fp32 on the same input.
+
+GPU: vits/vitb/vitl in fp32, bf16 and fp16 (autocast), eager and torch.compile, images/s at
+batch 8 with peak GPU memory.
+"""
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+
+from common import count_flops, interleaved, machine_lines, matmul_candidate, table, write_section
+
+SIZES = [(266, 266), (252, 336)]
+LABELS = {"fp32": "ours fp32", "in_turn": "ours fp32, encoders in turn", "bf16": "ours bf16 autocast",
+          "reference": "reference (upstream-style) fp32"}
+
+
+def one_after_another(tasks, device):
+    """fuse.models.parallel.run_side_by_side without the threads: the encoders run in turn."""
+    return [task() for task in tasks]
+
+
+def _inputs(kind: str, height: int, width: int, batch: int = 1, device: str = "cpu"):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, 3, height, width, generator=g)
+    image = ((image - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None])
+    image = image.to(device)
+    if kind == "fuse":
+        events = torch.randn(batch, 3, height, width, generator=g).to(device)
+        return image, events
+    return (image,)
+
+
+def _model(kind: str, encoder: str, device: str = "cpu"):
+    import torch
+
+    import fuse
+
+    torch.manual_seed(0)
+    model = fuse.build_model(kind, encoder=encoder)
+    with torch.no_grad():  # a live ending, so the depth maps compared below are not all zero
+        model.depth_head.scratch.output_conv2[2].bias.fill_(0.5 if kind == "depth_anything_v2" else 0.0)
+    return model.eval().to(device)
+
+
+def _reference(kind: str, encoder: str, model):
+    """The spec's functional re-statement on the same weights (LoRA B is zero, so merged == weight)."""
+    from tests import reference_fuse
+
+    state = model.state_dict()
+    if kind == "fuse":
+        return lambda image, events: reference_fuse.fuse_forward(state, image, events, encoder)
+    return lambda image: reference_fuse.depth_anything(state, image, encoder)
+
+
+def cpu_table(threads: int, rounds: int) -> str:
+    import torch
+
+    from fuse.models import depth_models
+
+    side_by_side = depth_models.run_side_by_side
+    torch.set_num_threads(threads)
+    matmul, matmul_flops = matmul_candidate()
+    rows, notes = [], []
+    for kind, encoder in (("fuse", "vits"), ("fuse", "vitb"), ("depth_anything_v2", "vits"), ("depth_anything_v2", "vitb")):
+        model = _model(kind, encoder)
+        reference = _reference(kind, encoder, model)
+        for height, width in SIZES:
+            inputs = _inputs(kind, height, width)
+
+            def fp32():
+                with torch.inference_mode():
+                    return model(*inputs)
+
+            def bf16():
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    return model(*inputs)
+
+            def ref():
+                with torch.inference_mode():
+                    return reference(*inputs)
+
+            def in_turn():
+                depth_models.run_side_by_side = one_after_another
+                try:
+                    return fp32()
+                finally:
+                    depth_models.run_side_by_side = side_by_side
+
+            exact, low, upstream = fp32(), bf16().float(), ref()
+            error = float((low - exact).norm() / exact.norm())
+            agree = float((upstream - exact).norm() / exact.norm())
+            flops = count_flops(fp32)
+            candidates = {"fp32": fp32, "bf16": bf16, "reference": ref, "matmul": matmul}
+            if kind == "fuse":
+                candidates["in_turn"] = in_turn
+            t = interleaved(candidates, rounds=rounds)
+            matmul_rate = matmul_flops / t["matmul"].best / 1e9
+            for name in [c for c in LABELS if c in t]:
+                rate = flops / t[name].best / 1e9
+                label = LABELS[name]
+                rows.append([kind, encoder, f"{height}x{width}", label, t[name].best * 1e3, t[name].median * 1e3,
+                             1.0 / t[name].best, flops / 1e9, rate, matmul_rate, rate / matmul_rate,
+                             t["reference"].best / t[name].best, t["fp32"].best / t[name].best,
+                             f"{error:.1e}" if name == "bf16" else (f"{agree:.1e}" if name == "reference" else "-")])
+                print(rows[-1], flush=True)
+    header = ["model", "encoder", "input", "path", "latency ms (best)", "latency ms (median)", "images/s", "GFLOP",
+              "GFLOP/s", "matmul GFLOP/s (same run)", "fraction of matmul", "speed-up vs reference",
+              "speed-up vs ours fp32", "rel. L2 diff vs ours fp32"]
+    lines = machine_lines("torch", "timm") + [
+        f"- CPU, {threads} threads (torch.set_num_threads), batch 1, random weights, inference_mode",
+        "- 'ours fp32' is the default path: FUSE's two encoders side by side, one core each",
+        "  (fuse/models/parallel.py); 'encoders in turn' is the same model with that switched off",
+        "- matmul reference: float32 4096x4096 @ 4096x4096, timed in the same rounds",
+        "",
+        table(header, rows),
+    ] + notes
+    return "\n".join(lines)
+
+
+def gpu_table(rounds: int) -> str:
+    import torch
+
+    device = "cuda"
+    rows = []
+    batch = 8
+    for kind in ("fuse", "depth_anything_v2"):
+        for encoder in ("vits", "vitb", "vitl"):
+            base = _model(kind, encoder, device)
+            inputs = _inputs(kind, 266, 266, batch=batch, device=device)
+            for compiled in (False, True):
+                model = torch.compile(base) if compiled else base
+                for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+                    def run():
+                        context = torch.autocast("cuda", dtype=dtype) if dtype else nullcontext()
+                        with torch.inference_mode(), context:
+                            return model(*inputs)
+
+                    torch.cuda.reset_peak_memory_stats()
+                    t = interleaved({"run": run}, rounds=rounds, warmup=3, sync=torch.cuda.synchronize)
+                    rows.append([kind, encoder, "compile" if compiled else "eager", precision, batch / t["run"].best,
+                                 t["run"].best * 1e3, torch.cuda.max_memory_allocated() / 2**20])
+                    print(rows[-1], flush=True)
+    header = ["model", "encoder", "mode", "precision", "images/s", "batch latency ms", "peak GPU MiB"]
+    lines = machine_lines("torch", "timm") + [
+        f"- GPU: {torch.cuda.get_device_name()}, batch {batch}, 266x266, autocast for bf16/fp16",
+        "",
+        table(header, rows),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--write", action="store_true", help="update the model section of BENCHMARKS.md")
+    args = parser.parse_args()
+    if args.device == "cuda":
+        body = gpu_table(args.rounds)
+        print(body)
+        if args.write:
+            write_section("model_gpu", "Model inference, GPU", body, "python benchmarks/bench_model.py --device cuda --write")
+        return
+    body = cpu_table(args.threads, args.rounds)
+    print(body)
+    if args.write:
+        write_section("model_cpu", "Model inference, CPU", body, "python benchmarks/bench_model.py --write")
+
+
+if __name__ == "__main__":
+    main()
