@@ -64,6 +64,12 @@ def test_bad_overrides_name_the_key_and_what_is_allowed(tmp_path, capsys, overri
         fuse_main(["adapt", "--set", override, "--debug"])
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_asked_for_where_there_is_none_exits_2(tmp_path, capsys):
+    assert fuse_main(["adapt", "--set", "run.device=cuda", "--set", f"run.output_dir={tmp_path / 'run'}"]) == 2
+    assert "config key 'run.device' is cuda, but CUDA is not available here" in error_of(capsys)
+
+
 def test_bad_key_in_a_config_file_names_the_file(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("optim: {epochs: 2, warmup: 5}\n")

@@ -103,6 +103,8 @@ class Trainer:
         self.stage: Stage = STAGES[config["stage"]]
         self.kind: str = config["model"]["kind"] or self.stage.student
         run = config["run"]
+        if run["device"] == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("config key 'run.device' is cuda, but CUDA is not available here; use auto or cpu")
         device_type = "cuda" if run["device"] == "cuda" or (run["device"] == "auto" and torch.cuda.is_available()) else "cpu"
         self.ctx: DistContext = init_distributed(device_type)
         self.device = torch.device(device_type, self.ctx.local_rank) if device_type == "cuda" else torch.device("cpu")
