@@ -37,7 +37,7 @@ from tests.engine_fixtures import write_split, write_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 4  # 8 frames, batch 2
-EPOCHS = 3
+EPOCHS = 2
 INTERVAL = 2  # run.checkpoint_every_steps
 
 

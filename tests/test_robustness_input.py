@@ -136,7 +136,7 @@ def test_bad_data_file_mid_training_is_named_and_the_work_is_kept(workspace, tmp
     voxel.write_bytes(good[:150])
     out = tmp_path / "run"
     args = train_args("align", out, **{"data.train_split": data / "seq.txt", "init.depth_anything": workspace["teacher"],
-                                       "data.workers": 2, "run.checkpoint_every_steps": 0})
+                                       "data.workers": 1, "run.checkpoint_every_steps": 0})
     assert fuse_main(args) == 2
     err = error_of(capsys)
     assert f"error: cannot read npy file (corrupt or truncated?): {voxel}" in err
