@@ -128,7 +128,7 @@ def _time_scaling(first: np.ndarray, last: np.ndarray, num_bins: int) -> np.ndar
 
 def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarray, num_bins: int, height: int,
                         width: int, out: np.ndarray) -> int:
-    """Fill ``out`` (windows, num_bins * height * width) float32 in one pass over the events.
+    """Write ``out`` (windows, num_bins * height * width) float32 in one pass over the events.
 
     Written for numba (see :func:`_numba_kernel`): the same arithmetic as the numpy kernel, per
     event, into a float64 accumulator with one spare plane so that the weight for the bin above
@@ -140,7 +140,9 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
     acc = np.zeros(volume + plane)
     for w in range(starts.shape[0]):
         begin, end = starts[w], stops[w]
+        grid = out[w]
         if end <= begin:
+            grid[:] = 0.0
             continue
         first = np.float64(events[begin, 0])
         span = np.float64(events[end - 1, 0]) - first
@@ -164,10 +166,10 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
             k = int(low) * plane + int(y) * width + int(x)
             acc[k] += pol - upper
             acc[k + plane] += upper
-        grid = out[w]
-        for j in range(volume):
+        for j in range(volume):  # copy out and clear for the next window in one pass
             grid[j] = acc[j]
-        acc[:] = 0.0
+            acc[j] = 0.0
+        acc[volume:] = 0.0
     return 0
 
 
@@ -202,7 +204,7 @@ def _voxel_grids_numba(
 ) -> np.ndarray:
     if events.dtype not in (np.float32, np.float64):
         events = events.astype(np.float64)  # one compiled variant per float type is enough
-    out = np.zeros((len(starts), num_bins * height * width), np.float32)
+    out = np.empty((len(starts), num_bins * height * width), np.float32)  # every element is written
     status = kernel(events, starts, stops, num_bins, height, width, out)
     if status == 1:
         raise ValueError("events contain non-finite timestamps")
