@@ -60,7 +60,7 @@ def write_recording(root: Path, sequence: str, num_events: int, chunk: int = 1 <
         images = data.create_dataset("davis/left/image_raw", (frames, HEIGHT, WIDTH), np.uint8, chunks=(1, HEIGHT, WIDTH))
         ramp = (np.arange(WIDTH)[None, :] + np.arange(HEIGHT)[:, None]).astype(np.uint8)
         for k in range(frames):
-            images[k] = ramp + k
+            images[k] = ramp + np.uint8(k % 256)
         data["davis/left/image_raw_ts"] = depth_ts + 0.002
     with h5py.File(root / f"{sequence}_gt.hdf5", "w") as gt:
         depths = gt.create_dataset("davis/left/depth_image_rect", (frames, HEIGHT, WIDTH), np.float32,

@@ -147,8 +147,8 @@ print(json.dumps(measure_stage(sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of the stage-2 comparison")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the stage-2 comparison")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update the training section of BENCHMARKS.md")
     args = parser.parse_args()

@@ -29,9 +29,14 @@ if str(ROOT) not in sys.path:
 
 @dataclass
 class Timing:
-    """Wall-clock seconds of every round of one implementation."""
+    """Wall-clock and process-CPU seconds of every round of one implementation.
+
+    CPU time (all threads of this process) is the second view for shared machines: it counts
+    the work done, not the time spent descheduled while other processes ran.
+    """
 
     rounds: list[float]
+    cpu_rounds: list[float]
 
     @property
     def best(self) -> float:
@@ -40,6 +45,10 @@ class Timing:
     @property
     def median(self) -> float:
         return statistics.median(self.rounds)
+
+    @property
+    def cpu_best(self) -> float:
+        return min(self.cpu_rounds)
 
 
 def interleaved(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
@@ -51,14 +60,16 @@ def interleaved(candidates: dict[str, Callable[[], object]], rounds: int, warmup
     if sync:
         sync()
     times: dict[str, list[float]] = {name: [] for name in candidates}
+    cpu: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             if sync:
                 sync()
             times[name].append(time.perf_counter() - start)
-    return {name: Timing(t) for name, t in times.items()}
+            cpu[name].append(time.process_time() - cpu_start)
+    return {name: Timing(times[name], cpu[name]) for name in candidates}
 
 
 def matmul_candidate(size: int = 4096, dtype=None) -> tuple[Callable[[], object], float]:
