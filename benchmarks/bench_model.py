@@ -137,6 +137,41 @@ def cpu_table(threads: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
+def ops_table(rounds: int) -> str:
+    """fp32 vs bf16 speed of the encoder's operator kinds, one thread: what bounds the bf16 speed-up."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(1)
+    tokens, dim = 362, 384
+    g = torch.Generator().manual_seed(0)
+    x, w1, w2 = (torch.randn(tokens, dim, generator=g), torch.randn(4 * dim, dim, generator=g),
+                 torch.randn(dim, 4 * dim, generator=g))
+    h = torch.randn(tokens, 4 * dim, generator=g)
+    q = torch.randn(1, 6, tokens, 64, generator=g)
+    ops = {
+        "linear 362x384 -> 1536 (mlp.fc1)": (lambda a, b: F.linear(a, b), (x, w1), 2 * tokens * dim * 4 * dim),
+        "linear 362x1536 -> 384 (mlp.fc2)": (lambda a, b: F.linear(a, b), (h, w2), 2 * tokens * dim * 4 * dim),
+        "attention, 6 heads of 362x64 (SDPA)": (lambda a: F.scaled_dot_product_attention(a, a, a), (q,),
+                                                 4 * 6 * tokens * tokens * 64),
+        "layer norm 362x384": (lambda a: F.layer_norm(a, (dim,)), (x,), 0),
+        "GELU 362x1536": (F.gelu, (h,), 0),
+    }
+    rows = []
+    for name, (fn, args, flops) in ops.items():
+        low = tuple(a.bfloat16() for a in args)
+        t = interleaved({"fp32": lambda: fn(*args), "bf16": lambda: fn(*low)}, rounds=rounds * 4)
+        rows.append([name, t["fp32"].cpu_best * 1e3, t["bf16"].cpu_best * 1e3, t["fp32"].cpu_best / t["bf16"].cpu_best,
+                     flops / t["fp32"].cpu_best / 1e9 if flops else "-", flops / t["bf16"].cpu_best / 1e9 if flops else "-"])
+        print(rows[-1], flush=True)
+    lines = machine_lines("torch") + [
+        "- one thread, process CPU time of the best round, inputs in bf16 for the bf16 column",
+        "",
+        table(["operator", "fp32 ms", "bf16 ms", "bf16 speed-up", "fp32 GFLOP/s", "bf16 GFLOP/s"], rows),
+    ]
+    return "\n".join(lines)
+
+
 def gpu_table(rounds: int) -> str:
     import torch
 
@@ -174,8 +209,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--ops", action="store_true", help="only the fp32 vs bf16 operator table")
     parser.add_argument("--write", action="store_true", help="update the model section of BENCHMARKS.md")
     args = parser.parse_args()
+    if args.ops:
+        body = ops_table(args.rounds)
+        print(body)
+        if args.write:
+            write_section("model_ops", "Operators, fp32 vs bf16 (CPU)", body, "python benchmarks/bench_model.py --ops --write")
+        return
     if args.device == "cuda":
         body = gpu_table(args.rounds)
         print(body)

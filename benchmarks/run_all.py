@@ -18,6 +18,7 @@ SCRIPTS = {
     "voxel": ["bench_voxel.py"],
     "prep": ["bench_prep.py"],
     "model": ["bench_model.py"],
+    "model_ops": ["bench_model.py", "--ops"],
     "train": ["bench_train.py"],
     "gpu": ["bench_model.py", "--device", "cuda"],
 }
