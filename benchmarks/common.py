@@ -102,10 +102,10 @@ def count_flops(fn: Callable[[], object]) -> float:
 
 
 def copy_candidate(nbytes: int = 1 << 28) -> tuple[Callable[[], object], int]:
-    """A large memory copy (numpy) and its size in bytes: bandwidth = size / time."""
+    """A large memory copy (numpy) and the bytes it moves (read + written): bandwidth = bytes / time."""
     src = np.ones(nbytes // 8)
     dst = np.empty_like(src)
-    return (lambda: np.copyto(dst, src)), nbytes
+    return (lambda: np.copyto(dst, src)), 2 * nbytes
 
 
 def peak_rss_mb() -> float:

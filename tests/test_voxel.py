@@ -116,6 +116,7 @@ def test_numba_kernel_equals_numpy_kernel(dtype, backend):
         pytest.skip("compares both kernels itself; runs once")
     events = random_events(60000, seed=14, height=40, width=50)
     events[:, 0] -= events[0, 0]
+    events[33000, 0] = -1.0  # out of order: its block takes the checked path, the others do not
     events = events.astype(dtype)
     starts = np.array([0, 5000, 5000, 30000, 59999])
     stops = np.array([60000, 45000, 5000, 60000, 60000])

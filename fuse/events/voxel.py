@@ -18,16 +18,16 @@ all of which only matter for inputs the upstream code never sees:
 
 * upstream keeps any non-zero ``p`` as the weight (``p = 2`` weighs 2); here every event
   weighs ±1;
-* upstream accumulates into float32; here sums are float64 and cast to float32 once at the
-  end, so results agree with upstream to float32 rounding (about 1e-6);
+* the numba kernel adds each weight into the float32 grid, as upstream does; the numpy
+  fallback sums in float64 and rounds once at the end; both agree with upstream to float32
+  rounding (about 1e-6 relative);
 * ``tn`` is computed as ``(t - t_first) * ((B - 1) / span)``, not ``(B - 1) * (t - t_first) / span``;
   the grid is continuous in ``tn``, so this changes results by float64 rounding only;
 * for windows that are not sorted by time, events before the first row are dropped (as in
   E2Depth's torch version) where upstream numpy would wrap them around to the last bins.
 
 Kernels: numpy arrays and CPU tensors go through one fused pass compiled with numba (each
-event is read once and scattered straight into a float64 accumulator; speed in
-BENCHMARKS.md). Without numba the same sums come from a blocked numpy
+event is read once and added straight into the float32 grid; speed in BENCHMARKS.md). Without numba the same sums come from a blocked numpy
 kernel (one ``np.add.at`` per block of events). Tensors on other devices use torch ops.
 """
 from __future__ import annotations
@@ -126,32 +126,30 @@ def _time_scaling(first: np.ndarray, last: np.ndarray, num_bins: int) -> np.ndar
     return (num_bins - 1) / span
 
 
-# Events per validation block of the numba kernel: small enough to stay in L1 for the second loop.
-_CHECK_BLOCK = 256
+# Events per validation block of the numba kernel (128 KiB of float64 rows: still in L2 when the
+# scatter loop reads them again).
+_CHECK_BLOCK = 4096
 
 
 def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarray, num_bins: int, height: int,
                         width: int, out: np.ndarray) -> int:
-    """Write ``out`` (windows, num_bins * height * width) float32 in one pass over the events.
+    """Add the events of each window into ``out`` (windows, num_bins * height * width), float32 zeros.
 
-    Written for numba (see :func:`_numba_kernel`): the same arithmetic as the numpy kernel, per
-    event, into a float64 accumulator with one spare plane so that the weight for the bin above
-    the last one needs no branch (the spare plane is never copied out). Each block of events is
-    first checked as a whole (times within the window's first..last, coordinates on the sensor,
-    all finite: vectorized reductions, far cheaper than per-event branches), then scattered
-    without per-event checks; a block that fails goes through the checked loop, which drops or
-    reports events.
-    Returns 0, or 1 for a non-finite timestamp, 2 for a coordinate outside the sensor.
+    Written for numba (see :func:`_numba_kernel`): the numpy kernel's arithmetic per event, in
+    float64, each weight added into the float32 grid as upstream does (so the grid itself is the
+    accumulator: 1 MiB for 3 bins, mostly cache-resident, and nothing to copy out). Each block of
+    events is first checked as a whole (times within the window's first..last, coordinates on
+    the sensor, all finite: vectorized reductions, far cheaper than per-event branches), then
+    scattered without per-event checks; a block that fails goes through the checked loop, which
+    drops or reports events. Returns 0, or 1 for a non-finite timestamp, 2 for a coordinate
+    outside the sensor.
     """
     plane = height * width
-    volume = num_bins * plane
-    acc = np.zeros(volume + plane)
     for w in range(starts.shape[0]):
         begin, end = starts[w], stops[w]
-        grid = out[w]
         if end <= begin:
-            grid[:] = 0.0
             continue
+        grid = out[w]
         first = np.float64(events[begin, 0])
         last = np.float64(events[end - 1, 0])
         span = last - first
@@ -179,8 +177,9 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
                     pol = 2.0 * (events[i, 3] >= 0.5) - 1.0
                     upper = pol * (tn - low)
                     k = int(low) * plane + int(events[i, 2]) * width + int(events[i, 1])
-                    acc[k] += pol - upper
-                    acc[k + plane] += upper
+                    grid[k] += np.float32(pol - upper)
+                    if low + 1.0 < num_bins:  # false only for events on the last bin: well predicted
+                        grid[k + plane] += np.float32(upper)
                 continue
             for i in range(block, block_end):
                 tn = (np.float64(events[i, 0]) - first) * scale
@@ -190,18 +189,15 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
                     return 1
                 if not (x >= 0.0 and x < width and y >= 0.0 and y < height):
                     return 2
-                low = np.trunc(tn)  # a float: math.trunc would give an int64 that overflows for huge tn
-                if tn < 0.0 or low >= num_bins:
+                if tn < 0.0 or tn >= num_bins:
                     continue  # only in windows not sorted by time
+                low = np.trunc(tn)  # a float: math.trunc would give an int64 that overflows for huge tn
                 pol = 2.0 * (events[i, 3] >= 0.5) - 1.0
                 upper = pol * (tn - low)
                 k = int(low) * plane + int(y) * width + int(x)
-                acc[k] += pol - upper
-                acc[k + plane] += upper
-        for j in range(volume):  # copy out and clear for the next window in one pass
-            grid[j] = acc[j]
-            acc[j] = 0.0
-        acc[volume:] = 0.0
+                grid[k] += np.float32(pol - upper)
+                if low + 1.0 < num_bins:
+                    grid[k + plane] += np.float32(upper)
     return 0
 
 
@@ -236,7 +232,7 @@ def _voxel_grids_numba(
 ) -> np.ndarray:
     if events.dtype not in (np.float32, np.float64):
         events = events.astype(np.float64)  # one compiled variant per float type is enough
-    out = np.empty((len(starts), num_bins * height * width), np.float32)  # every element is written
+    out = np.zeros((len(starts), num_bins * height * width), np.float32)
     status = kernel(events, starts, stops, num_bins, height, width, out)
     if status == 1:
         raise ValueError("events contain non-finite timestamps")
