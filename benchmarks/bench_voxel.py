@@ -49,7 +49,7 @@ def random_window(n: int, seed: int = 0) -> np.ndarray:
 
 
 def cache_ablation(voxel, rounds: int) -> list[list]:
-    """Rates of the kernel on the full sensor, on a sensor whose accumulator fits in L2, and
+    """Rates of the kernel on the full sensor, on a sensor whose grid fits in L1/L2, and
     without input checks: what each costs (process CPU time, one thread)."""
     import numba
 
@@ -59,7 +59,7 @@ def cache_ablation(voxel, rounds: int) -> list[list]:
     small = events.copy()
     small[:, 1] %= 64
     small[:, 2] %= 48
-    one = (np.array([0]), np.array([n]))
+    one = (np.array([0]), np.array([n]), events[:1, 0].copy(), events[-1:, 0].copy())
     out_full = np.zeros((1, bins * HEIGHT * WIDTH), np.float32)
     out_small = np.zeros((1, bins * 48 * 64), np.float32)
     kernel = voxel._numba_kernel()
@@ -115,6 +115,7 @@ def main() -> None:
             error = float(np.abs(ours - add_at_baseline(events, bins, HEIGHT, WIDTH)).max())
             candidates = {
                 "ours": lambda: voxel.voxel_grid(events, bins, HEIGHT, WIDTH),
+                "ours_1t": lambda: voxel.voxel_grid(events, bins, HEIGHT, WIDTH, threads=1),
                 "numpy": lambda: voxel._voxel_grids_numpy(events, starts, stops, bins, HEIGHT, WIDTH),
                 "torch_ops": lambda: voxel._voxel_grids_torch_ops(tensor, starts, stops, bins, HEIGHT, WIDTH),
                 "add_at": lambda: add_at_baseline(events, bins, HEIGHT, WIDTH),
@@ -124,23 +125,24 @@ def main() -> None:
             bandwidth = copy_bytes / t["copy"].best
             bound = bandwidth / events.itemsize / 4  # events per second when only reading the input
             rate = {name: n / timing.best / 1e6 for name, timing in t.items() if name != "copy"}
-            cpu_ratio = t["add_at"].cpu_best / t["ours"].cpu_best
-            cpu_bound = (copy_bytes / t["copy"].cpu_best) / events.itemsize / 4
-            rows.append([f"{n:.0e}", bins, rate["ours"], n / t["ours"].median / 1e6, rate["numpy"], rate["torch_ops"],
-                         rate["add_at"], rate["ours"] / rate["add_at"], cpu_ratio, bandwidth / 1e9, bound / 1e6,
-                         bound / 1e6 / rate["ours"], cpu_bound * t["ours"].cpu_best / n, error])
+            rows.append([f"{n:.0e}", bins, rate["ours"], n / t["ours"].median / 1e6, rate["ours_1t"], rate["numpy"],
+                         rate["torch_ops"], rate["add_at"], rate["ours"] / rate["add_at"],
+                         rate["ours_1t"] / rate["add_at"], bandwidth / 1e9, bound / 1e6, bound / 1e6 / rate["ours"],
+                         bound / 1e6 / rate["ours_1t"], error])
             print(rows[-1], flush=True)
 
     ablation = cache_ablation(voxel, args.rounds)
 
-    header = ["events", "bins", "ours M ev/s (best)", "ours (median)", "numpy fallback", "torch ops (CPU)",
-              "np.add.at baseline", "ours / add.at", "ours / add.at (CPU time)", "copy GB/s", "bound M ev/s",
-              "bound / ours", "bound / ours (CPU time)", "max abs diff vs baseline"]
+    threads = voxel._default_threads()
+    header = ["events", "bins", f"ours M ev/s ({threads} threads, default)", "ours (median)", "ours, 1 thread",
+              "numpy fallback", "torch ops (CPU)", "np.add.at baseline", "ours / add.at", "ours 1 thread / add.at",
+              "copy GB/s", "bound M ev/s", "bound / ours", "bound / ours 1 thread", "max abs diff vs baseline"]
     body = "\n".join(machine_lines("torch", "numba") + [
-        "- one thread; float64 (t, x, y, p) input, 32 bytes per event; bound = input bytes / copy bandwidth",
-        "  (copy bandwidth = bytes read + bytes written per second by a 256 MiB numpy copy)",
-        "- rates from the best wall-clock round; the CPU-time columns use process CPU seconds instead",
-        "  (not distorted by other processes on a shared machine)",
+        f"- ours: `voxel_grid` as called by default ({threads} threads: the CPUs of the process) and with",
+        "  `threads=1`; every other column one thread. float64 (t, x, y, p) input, 32 bytes per event;",
+        "  bound = input bytes / copy bandwidth (copy bandwidth = bytes read + bytes written per second",
+        "  by a 256 MiB numpy copy, one thread)",
+        "- rates from the best wall-clock round of the interleaved rounds",
         "",
         table(header, rows),
         "",

@@ -307,3 +307,43 @@ def test_window_indices_include_both_ends():
     t_starts, t_stops = window_indices(torch.from_numpy(ts), [0.2, 0.05, 0.5], 0.1)
     np.testing.assert_array_equal(t_starts.numpy(), starts)
     np.testing.assert_array_equal(t_stops.numpy(), stops)
+
+
+@pytest.mark.parametrize("windows", ["one", "many"])
+def test_threads_split_the_work_without_changing_the_grid(windows, backend):
+    """Calls large enough to be shared by threads: one window split in parts (per-thread grids
+    summed) or whole windows per thread; the same grid as one thread, to float32 rounding."""
+    if backend == "numpy":
+        pytest.skip("threads apply to the numba kernel")
+    n = 4 * voxel_module._MIN_EVENTS_PER_THREAD
+    events = random_events(n, seed=21, height=30, width=40)
+    if windows == "one":
+        starts, stops = np.array([0]), np.array([n])
+    else:
+        starts, stops = np.array([0, 1000, n // 2, n // 2]), np.array([n // 3, n, n // 2, n])
+    one = voxel_grids(events, starts, stops, 3, 30, 40, threads=1)
+    split = voxel_grids(events, starts, stops, 3, 30, 40, threads=2)
+    assert np.abs(one).max() > 20  # ~150 events per cell: rounding differences would show
+    np.testing.assert_allclose(split, one, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(split, voxel_module._voxel_grids_numpy(events, starts, stops, 3, 30, 40),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_threads_report_bad_events_of_any_part(backend):
+    if backend == "numpy":
+        pytest.skip("threads apply to the numba kernel")
+    n = 4 * voxel_module._MIN_EVENTS_PER_THREAD
+    events = random_events(n, seed=22, height=30, width=40)
+    events[n - 10, 1] = 40.0  # in the last thread's part
+    with pytest.raises(ValueError, match="outside the 40x30 sensor"):
+        voxel_grid(events, 3, 30, 40, threads=2)
+    events[n - 10, 1] = 3.0
+    events[n - 5, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite timestamps"):
+        voxel_grid(events, 3, 30, 40, threads=2)
+
+
+def test_one_thread_inside_dataloader_workers(monkeypatch):
+    assert voxel_module._default_threads() >= 1
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())
+    assert voxel_module._default_threads() == 1

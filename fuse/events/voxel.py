@@ -27,13 +27,16 @@ all of which only matter for inputs the upstream code never sees:
   E2Depth's torch version) where upstream numpy would wrap them around to the last bins.
 
 Kernels: numpy arrays and CPU tensors go through one fused pass compiled with numba (each
-event is read once and added straight into the float32 grid; speed in BENCHMARKS.md). Without numba the same sums come from a blocked numpy
-kernel (one ``np.add.at`` per block of events). Tensors on other devices use torch ops.
+event is read once and added straight into the float32 grid), shared by the process's CPUs
+for large calls (speed in BENCHMARKS.md). Without numba the same sums come from a blocked
+numpy kernel (one ``np.add.at`` per block of events). Tensors on other devices use torch ops.
 """
 from __future__ import annotations
 
 import math
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
@@ -66,37 +69,42 @@ def _check_grid(num_bins: int, height: int, width: int) -> None:
         raise ValueError(f"num_bins, height and width must be positive; got {num_bins}, {height}, {width}")
 
 
-def voxel_grid(events: ArrayLike, num_bins: int, height: int, width: int) -> ArrayLike:
+def voxel_grid(events: ArrayLike, num_bins: int, height: int, width: int, *, threads: int | None = None) -> ArrayLike:
     """Voxel grid ``(num_bins, height, width)`` float32 of one time-sorted window of events.
 
     ``events`` is ``(N, 4)`` with columns ``t, x, y, p`` (numpy array or torch tensor);
-    an empty window gives zeros. The input is never modified.
+    an empty window gives zeros. The input is never modified. ``threads``: see :func:`voxel_grids`.
     """
-    if _is_tensor(events):
-        return voxel_grids(events, [0], [len(events)], num_bins, height, width)[0]
-    events = np.asarray(events)
-    return voxel_grids(events, [0], [len(events)], num_bins, height, width)[0]
+    if not _is_tensor(events):
+        events = np.asarray(events)
+    return voxel_grids(events, [0], [len(events)], num_bins, height, width, threads=threads)[0]
 
 
 def voxel_grids(
-    events: ArrayLike, starts: ArrayLike, stops: ArrayLike, num_bins: int, height: int, width: int
+    events: ArrayLike, starts: ArrayLike, stops: ArrayLike, num_bins: int, height: int, width: int, *,
+    threads: int | None = None,
 ) -> ArrayLike:
     """Voxel grids ``(W, num_bins, height, width)`` of the windows ``events[starts[i]:stops[i]]``.
 
     Windows may overlap or be empty (zeros); each is normalized in time by its own first and
     last event, exactly as if :func:`voxel_grid` were called on it. Batching avoids a Python
     loop over windows: all events go through one vectorized pass.
+
+    ``threads`` (numba kernel only): how many CPU threads share a call of at least ~1e5 events
+    per thread; by default all CPUs of the process, one inside a DataLoader worker. Splitting
+    one window across threads sums per-thread grids, which changes the float32 sums by rounding
+    (about 1e-7 relative); ``threads=1`` adds every event in order, as upstream does.
     """
     _check_grid(num_bins, height, width)
     if _is_tensor(events):
         _check_events(events)
-        return _voxel_grids_torch(events, starts, stops, num_bins, height, width)
+        return _voxel_grids_torch(events, starts, stops, num_bins, height, width, threads)
     events = np.asarray(events)
     _check_events(events)
     starts = np.asarray(starts, dtype=np.intp).reshape(-1)
     stops = np.asarray(stops, dtype=np.intp).reshape(-1)
     _check_bounds(starts, stops, len(events))
-    return _voxel_grids_cpu(events, starts, stops, num_bins, height, width)
+    return _voxel_grids_cpu(events, starts, stops, num_bins, height, width, threads)
 
 
 def _check_bounds(starts: np.ndarray, stops: np.ndarray, n: int) -> None:
@@ -131,9 +139,11 @@ def _time_scaling(first: np.ndarray, last: np.ndarray, num_bins: int) -> np.ndar
 _CHECK_BLOCK = 4096
 
 
-def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarray, num_bins: int, height: int,
-                        width: int, out: np.ndarray) -> int:
-    """Add the events of each window into ``out`` (windows, num_bins * height * width), float32 zeros.
+def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarray, firsts: np.ndarray,
+                        lasts: np.ndarray, num_bins: int, height: int, width: int, out: np.ndarray) -> int:
+    """Add the events ``starts[w]:stops[w]`` into ``out[w]`` (float32, flat ``num_bins * height * width``),
+    with times normalized by ``firsts[w]`` and ``lasts[w]`` (the first and last time of the whole window,
+    which a part of a window split across threads does not see itself).
 
     Written for numba (see :func:`_numba_kernel`): the numpy kernel's arithmetic per event, in
     float64, each weight added into the float32 grid as upstream does (so the grid itself is the
@@ -150,8 +160,8 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
         if end <= begin:
             continue
         grid = out[w]
-        first = np.float64(events[begin, 0])
-        last = np.float64(events[end - 1, 0])
+        first = firsts[w]
+        last = lasts[w]
         span = last - first
         if span == 0.0:
             span = 1.0
@@ -217,28 +227,88 @@ def _numba_kernel() -> Callable | None:
 
 
 def _voxel_grids_cpu(
-    events: np.ndarray, starts: np.ndarray, stops: np.ndarray, num_bins: int, height: int, width: int
+    events: np.ndarray, starts: np.ndarray, stops: np.ndarray, num_bins: int, height: int, width: int,
+    threads: int | None = None,
 ) -> np.ndarray:
     """The numba kernel where numba is installed, the numpy kernel otherwise."""
     kernel = _numba_kernel()
     if kernel is None:
         return _voxel_grids_numpy(events, starts, stops, num_bins, height, width)
-    return _voxel_grids_numba(kernel, events, starts, stops, num_bins, height, width)
+    return _voxel_grids_numba(kernel, events, starts, stops, num_bins, height, width, threads)
 
 
 def _voxel_grids_numba(
     kernel: Callable, events: np.ndarray, starts: np.ndarray, stops: np.ndarray, num_bins: int, height: int,
-    width: int,
+    width: int, threads: int | None = None,
 ) -> np.ndarray:
     if events.dtype not in (np.float32, np.float64):
         events = events.astype(np.float64)  # one compiled variant per float type is enough
-    out = np.zeros((len(starts), num_bins * height * width), np.float32)
-    status = kernel(events, starts, stops, num_bins, height, width, out)
+    n_windows = len(starts)
+    out = np.zeros((n_windows, num_bins * height * width), np.float32)
+    nonempty = stops > starts
+    firsts = np.zeros(n_windows)
+    lasts = np.zeros(n_windows)
+    firsts[nonempty] = events[starts[nonempty], 0]
+    lasts[nonempty] = events[stops[nonempty] - 1, 0]
+    threads = _default_threads() if threads is None else threads
+    threads = max(1, min(threads, int((stops - starts).sum()) // _MIN_EVENTS_PER_THREAD))
+
+    def run(task: tuple) -> tuple[int, np.ndarray]:
+        part_starts, part_stops, part_firsts, part_lasts, part_out = task
+        if part_out is None:  # a private grid, cleared by the thread that fills it
+            part_out = np.zeros_like(out)
+        status = kernel(events, part_starts, part_stops, part_firsts, part_lasts, num_bins, height, width, part_out)
+        return status, part_out
+
+    if threads == 1:
+        results = [run((starts, stops, firsts, lasts, out))]
+    elif n_windows >= threads:
+        # Whole windows per thread, balanced by event count: every thread writes its own rows of out.
+        ends = np.cumsum(stops - starts)
+        cuts = np.searchsorted(ends, ends[-1] * np.arange(1, threads) / threads, side="right")
+        bounds = [0, *cuts.tolist(), n_windows]
+        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        results = list(_thread_pool(threads).map(
+            run, [(starts[p], stops[p], firsts[p], lasts[p], out[p]) for p in parts]))
+    else:
+        # Fewer windows than threads (usually one big window): each thread takes an equal share of
+        # every window's events into its own grid; the grids are summed at the end.
+        lengths = stops - starts
+        cuts = [starts + lengths * j // threads for j in range(threads + 1)]
+        tasks = [(cuts[j], cuts[j + 1], firsts, lasts, out if j == 0 else None) for j in range(threads)]
+        results = list(_thread_pool(threads).map(run, tasks))
+        for _, private in results[1:]:
+            out += private
+    status = max(status for status, _ in results)
     if status == 1:
         raise ValueError("events contain non-finite timestamps")
     if status == 2:
         raise ValueError(f"event coordinates outside the {width}x{height} sensor (or not finite)")
-    return out.reshape(len(starts), num_bins, height, width)
+    return out.reshape(n_windows, num_bins, height, width)
+
+
+# Events per thread below which splitting a call does not pay: handing work to a thread, and
+# clearing and adding a private grid, cost about as much as scattering ~1e5 events.
+_MIN_EVENTS_PER_THREAD = 1 << 17
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """A pool kept between calls (starting threads costs ~50 us each), remade after a fork."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < threads:
+        _POOL = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="voxel"))
+    return _POOL[2]
+
+
+def _default_threads() -> int:
+    """The CPUs this process may use; one inside a torch DataLoader worker, where the workers
+    already share out the CPUs."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.utils.data.get_worker_info() is not None:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _voxel_grids_numpy(
@@ -317,7 +387,8 @@ def _voxel_grids_numpy(
 
 
 def _voxel_grids_torch(
-    events: torch.Tensor, starts: ArrayLike, stops: ArrayLike, num_bins: int, height: int, width: int
+    events: torch.Tensor, starts: ArrayLike, stops: ArrayLike, num_bins: int, height: int, width: int,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """Tensor input: CPU tensors go through the CPU kernels (faster than torch ops on CPU),
     other devices through the same computation in torch ops."""
@@ -328,7 +399,7 @@ def _voxel_grids_torch(
     _check_bounds(starts, stops, len(events))
     if events.device.type == "cpu":
         array = events.detach().numpy() if events.dtype in (torch.float64, torch.float32) else events.double().numpy()
-        return torch.from_numpy(_voxel_grids_cpu(array, starts, stops, num_bins, height, width))
+        return torch.from_numpy(_voxel_grids_cpu(array, starts, stops, num_bins, height, width, threads))
     return _voxel_grids_torch_ops(events, starts, stops, num_bins, height, width)
 
 
