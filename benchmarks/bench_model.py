@@ -22,8 +22,8 @@ from contextlib import nullcontext
 from common import count_flops, interleaved, machine_lines, matmul_candidate, table, write_section
 
 SIZES = [(266, 266), (252, 336)]
-LABELS = {"fp32": "ours fp32", "in_turn": "ours fp32, encoders in turn", "bf16": "ours bf16 autocast",
-          "reference": "reference (upstream-style) fp32"}
+LABELS = {"fp32": "ours fp32", "in_turn": "ours fp32, encoders in turn", "bf16": "ours bf16 (bf16 weights)",
+          "autocast": "bf16 autocast (fp32 weights)", "reference": "reference (upstream-style) fp32"}
 
 
 def one_after_another(tasks, device):
@@ -69,6 +69,7 @@ def _reference(kind: str, encoder: str, model):
 def cpu_table(threads: int, rounds: int) -> str:
     import torch
 
+    from fuse.engine.inference import bfloat16_copy
     from fuse.models import depth_models
 
     side_by_side = depth_models.run_side_by_side
@@ -77,15 +78,21 @@ def cpu_table(threads: int, rounds: int) -> str:
     rows, notes = [], []
     for kind, encoder in (("fuse", "vits"), ("fuse", "vitb"), ("depth_anything_v2", "vits"), ("depth_anything_v2", "vitb")):
         model = _model(kind, encoder)
+        low_model = bfloat16_copy(model)
         reference = _reference(kind, encoder, model)
         for height, width in SIZES:
             inputs = _inputs(kind, height, width)
+            low_inputs = [x.bfloat16() for x in inputs]
 
             def fp32():
                 with torch.inference_mode():
                     return model(*inputs)
 
-            def bf16():
+            def bf16():  # what predict(precision="bf16") runs
+                with torch.inference_mode():
+                    return low_model(*low_inputs)
+
+            def autocast():
                 with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                     return model(*inputs)
 
@@ -100,11 +107,12 @@ def cpu_table(threads: int, rounds: int) -> str:
                 finally:
                     depth_models.run_side_by_side = side_by_side
 
-            exact, low, upstream = fp32(), bf16().float(), ref()
-            error = float((low - exact).norm() / exact.norm())
-            agree = float((upstream - exact).norm() / exact.norm())
+            exact, upstream = fp32(), ref()
+            errors = {name: f"{float((fn().float() - exact).norm() / exact.norm()):.1e}"
+                      for name, fn in (("bf16", bf16), ("autocast", autocast))}
+            errors["reference"] = f"{float((upstream - exact).norm() / exact.norm()):.1e}"
             flops = count_flops(fp32)
-            candidates = {"fp32": fp32, "bf16": bf16, "reference": ref, "matmul": matmul}
+            candidates = {"fp32": fp32, "bf16": bf16, "autocast": autocast, "reference": ref, "matmul": matmul}
             if kind == "fuse":
                 candidates["in_turn"] = in_turn
             t = interleaved(candidates, rounds=rounds)
@@ -117,7 +125,7 @@ def cpu_table(threads: int, rounds: int) -> str:
                 rows.append([kind, encoder, f"{height}x{width}", label, t[name].best * 1e3, t[name].median * 1e3,
                              1.0 / t[name].best, flops / 1e9, rate, matmul_rate, rate / matmul_rate, cpu_fraction,
                              t["reference"].best / t[name].best, t["fp32"].best / t[name].best,
-                             f"{error:.1e}" if name == "bf16" else (f"{agree:.1e}" if name == "reference" else "-")])
+                             errors.get(name, "-")])
                 print(rows[-1], flush=True)
     header = ["model", "encoder", "input", "path", "latency ms (best)", "latency ms (median)", "images/s", "GFLOP",
               "GFLOP/s", "matmul GFLOP/s (same run)", "fraction of matmul", "fraction of matmul (CPU time)",
@@ -127,6 +135,11 @@ def cpu_table(threads: int, rounds: int) -> str:
         f"- CPU, {threads} threads (torch.set_num_threads), batch 1, random weights, inference_mode",
         "- 'ours fp32' is the default path: FUSE's two encoders side by side, one core each",
         "  (fuse/models/parallel.py); 'encoders in turn' is the same model with that switched off",
+        "- 'ours bf16' is what `predict(precision=\"bf16\")` runs: a bfloat16 copy of the weights",
+        "  (fuse.engine.inference.bfloat16_copy), bf16 inputs; 'bf16 autocast' keeps float32 weights and",
+        "  runs under torch.autocast, which converts every weight on every call",
+        "- the last column: relative L2 difference of the depth map against ours fp32 (for the reference,",
+        "  the agreement of the two fp32 implementations)",
         "- matmul reference: float32 4096x4096 @ 4096x4096, timed in the same rounds",
         "- fraction of matmul: GFLOP/s over the matmul's GFLOP/s (best rounds, wall clock); the CPU-time",
         "  column divides FLOPs per process-CPU-second instead, which descheduling by other processes",
@@ -137,10 +150,91 @@ def cpu_table(threads: int, rounds: int) -> str:
     return "\n".join(lines)
 
 
+def parts_table(threads: int, rounds: int) -> str:
+    """Where `fuse` vits at 266x266 spends its time: encoders, fusion and head timed on their own,
+    fp32 and bf16, against the same-run matmul rate (per core for the one-thread rows)."""
+    from functools import partial
+
+    import torch
+
+    from fuse.engine.inference import bfloat16_copy
+    from fuse.models.parallel import run_side_by_side
+
+    torch.set_num_threads(threads)
+    matmul, matmul_flops = matmul_candidate()
+    model = _model("fuse", "vits")
+    nets = {"fp32": (model, _inputs("fuse", 266, 266)),
+            "bf16": (bfloat16_copy(model), [x.bfloat16() for x in _inputs("fuse", 266, 266)])}
+    grid = 266 // 14
+    candidates, flops = {"matmul": matmul}, {}
+    for precision, (net, (image, events)) in nets.items():
+        with torch.inference_mode():
+            image_taps, event_taps = run_side_by_side(
+                [lambda: net.image_encoder.tapped_tokens(image), lambda: net.prompt_encoder.tapped_tokens(events)],
+                image.device)
+            taps = net.image_encoder.size.taps
+
+            def fuse_tap(k, net=net, image_taps=image_taps, event_taps=event_taps, taps=taps):
+                fused = net.prompt_fuse[taps[k]](image_taps[k][:, 1:], event_taps[k][:, 1:], grid, grid)
+                return net.image_encoder.norm(torch.cat((image_taps[k][:, :1], fused), dim=1))[:, 1:]
+
+            features = [fuse_tap(k) for k in range(len(taps))]
+
+        def inference(fn):
+            def run():
+                with torch.inference_mode():
+                    return fn()
+            return run
+
+        def one_thread(fn):
+            def run():
+                torch.set_num_threads(1)
+                try:
+                    return fn()
+                finally:
+                    torch.set_num_threads(threads)
+            return run
+
+        parts = {
+            "whole model": lambda net=net, image=image, events=events: net(image, events),
+            "both encoders, side by side": lambda net=net, image=image, events=events: run_side_by_side(
+                [lambda: net.image_encoder.tapped_tokens(image), lambda: net.prompt_encoder.tapped_tokens(events)],
+                image.device),
+            "one encoder alone, 1 thread": one_thread(lambda net=net, image=image: net.image_encoder.tapped_tokens(image)),
+            "4 FreDFuse blocks + norm, side by side": lambda fuse_tap=fuse_tap, image=image: run_side_by_side(
+                [partial(fuse_tap, k) for k in range(4)], image.device),
+            "DPT head": lambda net=net, features=features: net.depth_head(features, grid, grid),
+        }
+        for name, fn in parts.items():
+            candidates[(precision, name)] = inference(fn)
+            if precision == "fp32":
+                flops[name] = count_flops(inference(fn))
+    t = interleaved(candidates, rounds=rounds)
+    matmul_rate = matmul_flops / t["matmul"].best / 1e9
+    rows = []
+    for (precision, name), timing in ((k, v) for k, v in t.items() if k != "matmul"):
+        rate = flops[name] / timing.best / 1e9
+        reference = matmul_rate / threads if "1 thread" in name else matmul_rate
+        rows.append([name, precision, timing.best * 1e3, flops[name] / 1e9, rate, rate / reference,
+                     t[("fp32", name)].best / timing.best])
+        print(rows[-1], flush=True)
+    lines = machine_lines("torch", "timm") + [
+        f"- `fuse` vits, 266x266, batch 1, {threads} threads, random weights; each part timed on its own,",
+        "  interleaved with a float32 4096x4096 matmul "
+        f"({matmul_rate:.0f} GFLOP/s with {threads} threads in this run; the one-thread row is compared",
+        f"  with 1/{threads} of it)",
+        "",
+        table(["part", "precision", "ms (best)", "GFLOP", "GFLOP/s", "fraction of matmul", "speed-up vs fp32"], rows),
+    ]
+    return "\n".join(lines)
+
+
 def ops_table(rounds: int) -> str:
     """fp32 vs bf16 speed of the encoder's operator kinds, one thread: what bounds the bf16 speed-up."""
     import torch
     import torch.nn.functional as F
+
+    from fuse.models.attention import attention
 
     torch.set_num_threads(1)
     tokens, dim = 362, 384
@@ -149,11 +243,18 @@ def ops_table(rounds: int) -> str:
                  torch.randn(dim, 4 * dim, generator=g))
     h = torch.randn(tokens, 4 * dim, generator=g)
     q = torch.randn(1, 6, tokens, 64, generator=g)
+    q_fuse = torch.randn(1, 6, tokens - 1, 32, generator=g)
     ops = {
         "linear 362x384 -> 1536 (mlp.fc1)": (lambda a, b: F.linear(a, b), (x, w1), 2 * tokens * dim * 4 * dim),
         "linear 362x1536 -> 384 (mlp.fc2)": (lambda a, b: F.linear(a, b), (h, w2), 2 * tokens * dim * 4 * dim),
         "attention, 6 heads of 362x64 (SDPA)": (lambda a: F.scaled_dot_product_attention(a, a, a), (q,),
                                                  4 * 6 * tokens * tokens * 64),
+        "attention, 6 heads of 362x64 (fuse.models.attention: SDPA in fp32, bmm in bf16)":
+            (lambda a: attention(a, a, a), (q,), 4 * 6 * tokens * tokens * 64),
+        "FreDFuse attention, 6 heads of 361x32 (SDPA)": (lambda a: F.scaled_dot_product_attention(a, a, a),
+                                                          (q_fuse,), 4 * 6 * (tokens - 1) ** 2 * 32),
+        "FreDFuse attention, 6 heads of 361x32 (fuse.models.attention)": (lambda a: attention(a, a, a), (q_fuse,),
+                                                                          4 * 6 * (tokens - 1) ** 2 * 32),
         "layer norm 362x384": (lambda a: F.layer_norm(a, (dim,)), (x,), 0),
         "GELU 362x1536": (F.gelu, (h,), 0),
     }
@@ -210,6 +311,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--ops", action="store_true", help="only the fp32 vs bf16 operator table")
+    parser.add_argument("--parts", action="store_true", help="only the encoders / fusion / head breakdown of fuse vits")
     parser.add_argument("--write", action="store_true", help="update the model section of BENCHMARKS.md")
     args = parser.parse_args()
     if args.ops:
@@ -217,6 +319,13 @@ def main() -> None:
         print(body)
         if args.write:
             write_section("model_ops", "Operators, fp32 vs bf16 (CPU)", body, "python benchmarks/bench_model.py --ops --write")
+        return
+    if args.parts:
+        body = parts_table(args.threads, args.rounds)
+        print(body)
+        if args.write:
+            write_section("model_parts", "Where `fuse` spends its time (CPU)", body,
+                          "python benchmarks/bench_model.py --parts --write")
         return
     if args.device == "cuda":
         body = gpu_table(args.rounds)

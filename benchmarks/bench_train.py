@@ -12,8 +12,10 @@ for the next batch from the loader, then ``train_step``; the first two steps (wo
 first-call allocations) are not counted.
 
 Stage 2, merged vs unmerged LoRA: trainers on the same fixed batch, ``train_step`` interleaved.
-"Straightforward" additionally runs the two encoders one after the other (the model's
-side-by-side encoder path replaced by a plain loop for that trainer only).
+"Unmerged, factored" is our unmerged path (x·Aᵀ·Bᵀ, rank 8). "Straightforward" is the issue's
+baseline, an implementation that keeps LoRA unmerged and computes x·ΔWᵀ separately with the
+full ΔW = s·B·A (LoRALinear.forward replaced for that trainer only), and runs the two encoders
+one after the other (the side-by-side encoder path replaced by a plain loop).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from common import ROOT, count_flops, interleaved, machine_lines, table, write_section
@@ -94,43 +97,59 @@ def measure_stage(stage: str, encoder: str, root: Path, steps: int) -> dict:
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def dense_delta_forward(self, x):
+    """LoRALinear without merging and without the rank factorization: x·Wᵀ + x·ΔWᵀ + b."""
+    import torch.nn.functional as F
+
+    return F.linear(x, self.weight, self.bias) + F.linear(x, self.delta_weight())
+
+
 def merge_comparison(root: Path, rounds: int) -> list[list]:
     """Stage 2 (vits): merged vs unmerged LoRA vs straightforward, same batch, interleaved."""
     import torch
 
     from fuse.engine.trainer import Trainer
     from fuse.models import depth_models
+    from fuse.models.lora import LoRALinear
 
     files = _prepare(root, "vits")
     trainers = {
         "merged (default)": Trainer(_config("fuse", "vits", files, root / "merged", **{"data.workers": 0})),
-        "unmerged": Trainer(_config("fuse", "vits", files, root / "unmerged",
-                                    **{"data.workers": 0, "run.merge_frozen_lora": "false"})),
+        "unmerged, factored (x·Aᵀ·Bᵀ)": Trainer(_config("fuse", "vits", files, root / "unmerged",
+                                                         **{"data.workers": 0, "run.merge_frozen_lora": "false"})),
     }
-    trainers["straightforward (unmerged, encoders in turn)"] = Trainer(_config(
+    plain = "straightforward (unmerged, x·ΔWᵀ with dense ΔW, encoders in turn)"
+    trainers[plain] = Trainer(_config(
         "fuse", "vits", files, root / "plain", **{"data.workers": 0, "run.merge_frozen_lora": "false"}))
-    batch = next(iter(trainers["unmerged"]._loader(trainers["unmerged"].train_set)))
-    side_by_side = depth_models.run_side_by_side
+    batch = next(iter(trainers[plain]._loader(trainers[plain].train_set)))
+    side_by_side, lora_forward = depth_models.run_side_by_side, LoRALinear.forward
 
     def one_after_another(tasks, device):
         return [task() for task in tasks]
 
-    def step(name: str):
-        depth_models.run_side_by_side = one_after_another if name.startswith("straightforward") else side_by_side
+    @contextmanager
+    def variant(name: str):
+        if name == plain:
+            depth_models.run_side_by_side, LoRALinear.forward = one_after_another, dense_delta_forward
         try:
-            return trainers[name].train_step(batch)
+            yield
         finally:
-            depth_models.run_side_by_side = side_by_side
+            depth_models.run_side_by_side, LoRALinear.forward = side_by_side, lora_forward
+
+    def step(name: str):
+        with variant(name):
+            return trainers[name].train_step(batch)
 
     losses, flops = {}, {}
     for name, trainer in trainers.items():
         trainer.student.train()
         torch.manual_seed(0)
         with torch.no_grad():
-            losses[name] = float(trainer.compute_losses(batch)[0])
+            with variant(name):
+                losses[name] = float(trainer.compute_losses(batch)[0])
         flops[name] = count_flops(lambda: step(name))
     t = interleaved({name: (lambda n=name: step(n)) for name in trainers}, rounds=rounds)
-    base = t["straightforward (unmerged, encoders in turn)"].best
+    base = t[plain].best
     return [[name, t[name].best, t[name].median, flops[name] / 1e9, losses[name], base / t[name].best] for name in trainers]
 
 

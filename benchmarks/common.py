@@ -26,6 +26,8 @@ BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from fuse.atomic import atomic_write  # noqa: E402  (after the path set-up above)
+
 
 @dataclass
 class Timing:
@@ -174,7 +176,7 @@ def write_section(name: str, title: str, body: str, command: str) -> None:
         text = text[:text.index(start)] + section + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    BENCHMARKS_MD.write_text(text)
+    atomic_write(BENCHMARKS_MD, lambda handle: handle.write(text.encode()))
 
 
 HEADER = """# Benchmarks

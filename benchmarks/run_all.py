@@ -19,6 +19,7 @@ SCRIPTS = {
     "prep": ["bench_prep.py"],
     "model": ["bench_model.py"],
     "model_ops": ["bench_model.py", "--ops"],
+    "model_parts": ["bench_model.py", "--parts"],
     "train": ["bench_train.py"],
     "gpu": ["bench_model.py", "--device", "cuda"],
 }

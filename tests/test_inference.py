@@ -15,7 +15,7 @@ import fuse
 from fuse.cli import main
 from fuse.data.dataset import EventDepthDataset, load_image_rgb, load_voxel
 from fuse.engine.checkpoint import save_checkpoint
-from fuse.engine.inference import RecordingSource, SplitSource, network_inputs, predict
+from fuse.engine.inference import RecordingSource, SplitSource, bfloat16_copy, network_inputs, predict
 from fuse.engine.weights import load_model
 from fuse.events import voxel_grid
 from fuse.models import ModelConfig
@@ -142,6 +142,35 @@ def test_predict_bf16_is_close_to_fp32(workspace):
         predict(model, image, voxel, size=SIZE, precision="fp8")
 
 
+def test_bf16_copy_is_reused_until_the_weights_change(workspace):
+    model = tiny_model()
+    image, voxel = frame_inputs(workspace["split"], 1)
+    first = predict(model, image, voxel, size=SIZE, precision="bf16")
+    network = bfloat16_copy(model)
+    assert next(network.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
+    assert bfloat16_copy(model) is network
+    with torch.no_grad():  # as an optimizer step would: in place
+        model.depth_head.scratch.output_conv2[2].bias.add_(1.0)
+    assert bfloat16_copy(model) is not network
+    changed = predict(model, image, voxel, size=SIZE, precision="bf16")
+    exact = predict(model, image, voxel, size=SIZE)
+    assert np.abs(changed - first).max() > 1e-2
+    assert np.linalg.norm(changed - exact) / np.linalg.norm(exact) < 2e-2
+
+
+def test_bf16_attention_on_cpu_matches_sdpa():
+    from fuse.models.attention import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 16, generator=g) for n in (50, 70, 70))
+    exact = F.scaled_dot_product_attention(q, k, v)
+    low = attention(q.bfloat16(), k.bfloat16(), v.bfloat16())
+    assert low.dtype == torch.bfloat16 and low.shape == exact.shape
+    assert float((low.float() - exact).norm() / exact.norm()) < 1e-2
+    assert torch.equal(attention(q, k, v), exact)  # float32: SDPA itself
+
+
 def test_predict_batch_equals_single_frames_and_restores_training_mode(workspace):
     model = tiny_model().train()
     inputs = [frame_inputs(workspace["split"], i) for i in range(2)]
@@ -196,6 +225,17 @@ def test_infer_writes_outputs_at_sensor_resolution_equal_to_predict(workspace, t
         assert cv2.imread(str(out / "color" / f"{stem}.png")).shape == (HEIGHT, WIDTH, 3)
         assert cv2.imread(str(out / "panels" / f"{stem}.png")).shape == (HEIGHT, 4 * WIDTH, 3)
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
+
+
+def test_infer_precision_bf16_runs_the_bf16_path(workspace, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert infer(workspace, out, "--precision", "bf16") == 0
+    model, _ = load_model(workspace["checkpoint"])
+    image, voxel = frame_inputs(workspace["split"], 0)
+    depth = np.load(out / "depth" / "000000.npy")
+    np.testing.assert_allclose(depth, predict(model, image, voxel, size=SIZE, precision="bf16"), rtol=1e-5, atol=1e-4)
+    exact = predict(model, image, voxel, size=SIZE)
+    assert 0 < np.linalg.norm(depth - exact) / np.linalg.norm(exact) < 2e-2
 
 
 def test_infer_rerun_skips_done_frames_and_overwrite_redoes_them(workspace, tmp_path, capsys):

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="run this model on --split first (instead of reading --pred/--target)")
     parser.add_argument("--split", help="processed split list whose depth maps are the targets (with --checkpoint)")
     parser.add_argument("--size", type=int, default=266, help="network input size for --checkpoint (default 266)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="precision of the network for --checkpoint (bf16: faster, not the published protocol)")
     parser.add_argument("--max-depth", type=float, default=None,
                         help="metric head scale of an upstream --checkpoint (it is not recorded in such files)")
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -114,7 +116,7 @@ def _evaluate_model(args: argparse.Namespace, rows: list[PublishedRow]) -> int:
     infer_parser = argparse.ArgumentParser()
     infer.add_arguments(infer_parser)
     infer_argv = ["--checkpoint", args.checkpoint, "--split", args.split, "--dataset", args.dataset,
-                  "--out", args.pred, "--size", str(args.size)]
+                  "--out", args.pred, "--size", str(args.size), "--precision", args.precision]
     if args.max_depth is not None:
         infer_argv += ["--max-depth", str(args.max_depth)]
     if args.no_progress:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from fuse.atomic import WriteError, check_writable, remove_stale_temps
 from fuse.data.constants import DATASETS, DatasetInfo, dataset_info
 from fuse.data.prep import save_npy
-from fuse.engine.inference import Frame, FrameRef, RecordingSource, SplitSource, predict
+from fuse.engine.inference import PRECISIONS, Frame, FrameRef, RecordingSource, SplitSource, predict
 from fuse.engine.visualize import Mp4Writer, colorize_depth, colorize_disparity, prediction_panel, write_png_atomic
 from fuse.engine.weights import load_model
 from fuse.models import ModelConfig
@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--size", type=int, default=266, help="network input lower bound (multiple of 14)")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (faithful, default) or bf16 (a bfloat16 copy of the weights: faster, "
+                             "relative depth error ~3e-3, see BENCHMARKS.md)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
     parser.add_argument("--mp4", action="store_true", help="also write OUT/panels.mp4")
     parser.add_argument("--fps", type=float, default=10.0, help="frame rate of panels.mp4")
@@ -190,7 +193,8 @@ def _infer(args: argparse.Namespace) -> str:
             for chunk, frames in _chunks(refs, todo, args.batch_size):
                 panels = {}
                 if frames:
-                    predictions = predict(model, [f.image for f in frames], [f.voxel for f in frames], args.size)
+                    predictions = predict(model, [f.image for f in frames], [f.voxel for f in frames], args.size,
+                                          precision=args.precision)
                     panels = {frame.stem: _write_frame(frame, prediction, paths[frame.stem], metric, info)
                               for frame, prediction in zip(frames, predictions)}
                 if video is not None:

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fuse.models.attention import attention
+
 SHUFFLE_GROUPS = 8
 
 
@@ -150,7 +152,7 @@ class CrossAttention(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.norm1(x1), self.norm1(x2)
         q, k, v = self._heads(self.W_q(x1)), self._heads(self.W_k(x2)), self._heads(self.W_v(x2))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        out = attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         out = out.transpose(1, 2).flatten(2)
         return x1 + self.out_proj(out)
 

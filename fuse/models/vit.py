@@ -14,6 +14,7 @@ from timm.layers import Mlp, PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from fuse.models.attention import Attention
 from fuse.models.sizes import PATCH_SIZE, PRETRAIN_GRID, EncoderSize, check_input_size
 
 POS_EMBED_OFFSET = 0.1  # DA-V2's "+0.1" work-around in the bicubic position-embedding resize
@@ -53,11 +54,9 @@ class DinoVisionTransformer(nn.Module):
         mlp_layer = SwiGLUFFN if size.ffn == "swiglu" else Mlp
         self.blocks = nn.ModuleList(
             Block(dim, size.num_heads, mlp_ratio=size.mlp_ratio, qkv_bias=True, init_values=1.0,
-                  norm_layer=partial(nn.LayerNorm, eps=1e-6), mlp_layer=mlp_layer)
+                  norm_layer=partial(nn.LayerNorm, eps=1e-6), mlp_layer=mlp_layer, attn_layer=Attention)
             for _ in range(size.depth)
         )
-        for block in self.blocks:
-            block.attn.fused_attn = True  # always torch's scaled_dot_product_attention
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self.reset_parameters()
