@@ -127,6 +127,21 @@ def _window_layout(starts: np.ndarray, stops: np.ndarray) -> tuple[slice | np.nd
     return rows, win
 
 
+def _window_times(events: ArrayLike, starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's first and last timestamp as float64 numpy arrays (0 for empty windows)."""
+    nonempty = stops > starts
+    rows = np.concatenate((starts[nonempty], stops[nonempty] - 1))
+    if _is_tensor(events):
+        import torch
+
+        times = events[torch.from_numpy(rows).to(events.device), 0].double().cpu().numpy()
+    else:
+        times = np.asarray(events[rows, 0], dtype=np.float64)
+    first, last = np.zeros(len(starts)), np.zeros(len(starts))
+    first[nonempty], last[nonempty] = np.split(times, 2)
+    return first, last
+
+
 def _time_scaling(first: np.ndarray, last: np.ndarray, num_bins: int) -> np.ndarray:
     """Factor mapping ``t - first`` onto ``[0, num_bins - 1]``; a zero span counts as 1 (upstream)."""
     span = last - first
@@ -245,11 +260,7 @@ def _voxel_grids_numba(
         events = events.astype(np.float64)  # one compiled variant per float type is enough
     n_windows = len(starts)
     out = np.zeros((n_windows, num_bins * height * width), np.float32)
-    nonempty = stops > starts
-    firsts = np.zeros(n_windows)
-    lasts = np.zeros(n_windows)
-    firsts[nonempty] = events[starts[nonempty], 0]
-    lasts[nonempty] = events[stops[nonempty] - 1, 0]
+    firsts, lasts = _window_times(events, starts, stops)
     threads = _default_threads() if threads is None else threads
     threads = max(1, min(threads, int((stops - starts).sum()) // _MIN_EVENTS_PER_THREAD))
 
@@ -298,6 +309,8 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
     """A pool kept between calls (starting threads costs ~50 us each), remade after a fork."""
     global _POOL
     if _POOL is None or _POOL[0] != os.getpid() or _POOL[1] < threads:
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[2].shutdown(wait=False)  # a smaller pool of this process: let its threads end
         _POOL = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="voxel"))
     return _POOL[2]
 
@@ -325,11 +338,7 @@ def _voxel_grids_numpy(
     ev = events[rows]
     n = len(ev)
 
-    nonempty = stops > starts
-    first = np.zeros(n_windows)
-    last = np.zeros(n_windows)
-    first[nonempty] = events[starts[nonempty], 0]
-    last[nonempty] = events[stops[nonempty] - 1, 0]
+    first, last = _window_times(events, starts, stops)
     scale = _time_scaling(first, last, num_bins)
 
     # Work block by block so that every temporary stays in cache.
@@ -418,11 +427,7 @@ def _voxel_grids_torch_ops(
     if len(ev) == 0:
         return grid.view(n_windows, num_bins, height, width).float()
 
-    nonempty = stops > starts
-    first = np.zeros(n_windows)
-    last = np.zeros(n_windows)
-    first[nonempty] = events[torch.from_numpy(starts[nonempty]).to(device), 0].double().cpu().numpy()
-    last[nonempty] = events[torch.from_numpy(stops[nonempty] - 1).to(device), 0].double().cpu().numpy()
+    first, last = _window_times(events, starts, stops)
     scale = _time_scaling(first, last, num_bins)
     if win is None:
         window_offset, first_t, scale_t = 0, float(first[0]), float(scale[0])
