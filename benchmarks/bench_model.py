@@ -153,12 +153,9 @@ def cpu_table(threads: int, rounds: int) -> str:
 def parts_table(threads: int, rounds: int) -> str:
     """Where `fuse` vits at 266x266 spends its time: encoders, fusion and head timed on their own,
     fp32 and bf16, against the same-run matmul rate (per core for the one-thread rows)."""
-    from functools import partial
-
     import torch
 
     from fuse.engine.inference import bfloat16_copy
-    from fuse.models.parallel import run_side_by_side
 
     torch.set_num_threads(threads)
     matmul, matmul_flops = matmul_candidate()
@@ -169,16 +166,8 @@ def parts_table(threads: int, rounds: int) -> str:
     candidates, flops = {"matmul": matmul}, {}
     for precision, (net, (image, events)) in nets.items():
         with torch.inference_mode():
-            image_taps, event_taps = run_side_by_side(
-                [lambda: net.image_encoder.tapped_tokens(image), lambda: net.prompt_encoder.tapped_tokens(events)],
-                image.device)
-            taps = net.image_encoder.size.taps
-
-            def fuse_tap(k, net=net, image_taps=image_taps, event_taps=event_taps, taps=taps):
-                fused = net.prompt_fuse[taps[k]](image_taps[k][:, 1:], event_taps[k][:, 1:], grid, grid)
-                return net.image_encoder.norm(torch.cat((image_taps[k][:, :1], fused), dim=1))[:, 1:]
-
-            features = [fuse_tap(k) for k in range(len(taps))]
+            image_taps, event_taps = net.encode(image, events)
+            features = net.fuse_taps(image_taps, event_taps, grid, grid)
 
         def inference(fn):
             def run():
@@ -197,12 +186,10 @@ def parts_table(threads: int, rounds: int) -> str:
 
         parts = {
             "whole model": lambda net=net, image=image, events=events: net(image, events),
-            "both encoders, side by side": lambda net=net, image=image, events=events: run_side_by_side(
-                [lambda: net.image_encoder.tapped_tokens(image), lambda: net.prompt_encoder.tapped_tokens(events)],
-                image.device),
+            "both encoders, side by side": lambda net=net, image=image, events=events: net.encode(image, events),
             "one encoder alone, 1 thread": one_thread(lambda net=net, image=image: net.image_encoder.tapped_tokens(image)),
-            "4 FreDFuse blocks + norm, side by side": lambda fuse_tap=fuse_tap, image=image: run_side_by_side(
-                [partial(fuse_tap, k) for k in range(4)], image.device),
+            "4 FreDFuse blocks + norm, side by side": lambda net=net, taps=(image_taps, event_taps): net.fuse_taps(
+                *taps, grid, grid),
             "DPT head": lambda net=net, features=features: net.depth_head(features, grid, grid),
         }
         for name, fn in parts.items():

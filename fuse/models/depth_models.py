@@ -137,11 +137,21 @@ class FUSE(nn.Module):
         if min(grid_h, grid_w) < MIN_FUSION_GRID:
             raise ValueError(f"FUSE needs inputs of at least {MIN_FUSION_GRID * PATCH_SIZE} px per side "
                              f"(FreDFuse halves the {grid_h}x{grid_w} token grid twice), got {tuple(image.shape[-2:])}")
+        image_taps, event_taps = self.encode(image, events)
+        return self.fuse_taps(image_taps, event_taps, grid_h, grid_w)
+
+    def encode(self, image: torch.Tensor, events: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Tapped tokens (cls included) of the image and the event encoder."""
         # The encoders never exchange data (fusion only reads their tapped tokens), so on CPU they
         # run side by side, each on its share of the cores (fuse.models.parallel).
         image_taps, event_taps = run_side_by_side(
             [lambda: self.image_encoder.tapped_tokens(image), lambda: self.prompt_encoder.tapped_tokens(events)],
             image.device)
+        return image_taps, event_taps
+
+    def fuse_taps(self, image_taps: list[torch.Tensor], event_taps: list[torch.Tensor], grid_h: int,
+                  grid_w: int) -> list[torch.Tensor]:
+        """FreDFuse on each tapped pair, then the image encoder's norm: the head's input."""
         taps = self.image_encoder.size.taps
 
         def fuse_tap(k: int) -> torch.Tensor:
@@ -154,7 +164,7 @@ class FUSE(nn.Module):
         if self.training:
             # Cross-attention dropout draws from the global generator: keep the draw order fixed.
             return [task() for task in tasks]
-        return run_side_by_side(tasks, image.device)
+        return run_side_by_side(tasks, image_taps[0].device)
 
     def forward(self, image: torch.Tensor, events: torch.Tensor | None = None, return_features: bool = False):
         """(B,3,H,W) image and (B,bins,H,W) voxel grid -> depth (B,H,W).
