@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 1 (align): adapt a LoRA event encoder to the DA-V2 image teacher on image/event pairs.
 set -euo pipefail
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 usage() {
   cat <<USAGE
 Usage: [VAR=value ...] ./align_feature.sh [--set key=value ...] [--resume]
@@ -11,18 +11,26 @@ Usage: [VAR=value ...] ./align_feature.sh [--set key=value ...] [--resume]
   DAV2         DA-V2 checkpoint (teacher + init)  (default checkpoints/depth_anything_v2_\$ENCODER.pth)
   TRAIN_SPLIT  VAL_SPLIT  split lists             (default: from configs/align/\$DATASET.yaml)
   OUT          output folder                      (default runs/align_\$ENCODER)
-  CONFIG       YAML config                        (default configs/align/\$DATASET.yaml)
+  CONFIG       YAML config                        (default: the repository's configs/align/\$DATASET.yaml)
   GPUS NNODES NODE_RANK MASTER_ADDR MASTER_PORT   distributed launch (see scripts/launch.sh)
+Relative paths are taken from the directory you run the script in.
 Writes OUT/model.pth, the input of fuse_feature.sh.
 USAGE
 }
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
 ENCODER=${ENCODER:-vits}
 DATASET=${DATASET:-eventscape}
-CONFIG=${CONFIG:-configs/align/${DATASET}.yaml}
+if [[ -z "${CONFIG:-}" ]]; then
+  CONFIG="$here/configs/align/$DATASET.yaml"
+  if [[ ! -f "$CONFIG" ]]; then
+    known=("$here"/configs/align/*.yaml); known=("${known[@]##*/}"); names="${known[*]%.yaml}"
+    echo "error: unknown DATASET '$DATASET'; known: ${names// /, } (configs/align/*.yaml)" >&2
+    exit 2
+  fi
+fi
 args=(--config "$CONFIG" --set "model.encoder=$ENCODER" --set "data.dataset=$DATASET"
       --set "init.depth_anything=${DAV2:-checkpoints/depth_anything_v2_${ENCODER}.pth}"
       --set "run.output_dir=${OUT:-runs/align_${ENCODER}}")
 [[ -n "${TRAIN_SPLIT:-}" ]] && args+=(--set "data.train_split=$TRAIN_SPLIT")
 [[ -n "${VAL_SPLIT:-}" ]] && args+=(--set "data.val_split=$VAL_SPLIT")
-exec scripts/launch.sh align "${args[@]}" "$@"
+exec "$here/scripts/launch.sh" align "${args[@]}" "$@"

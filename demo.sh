@@ -3,7 +3,7 @@
 # night recordings -> preparation -> (stand-in) teacher -> align -> fuse -> adapt -> inference ->
 # evaluation, through the same scripts a researcher runs on real data.
 set -euo pipefail
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 usage() {
   cat <<USAGE
 Usage: [VAR=value ...] ./demo.sh
@@ -15,6 +15,7 @@ Usage: [VAR=value ...] ./demo.sh
   TEST_FRAMES  depth frames of each test recording             (default 40)
   EPOCHS       epochs of every training stage                  (default: configs/demo/*.yaml)
   SEED         seed of the recordings and of training          (default 0)
+Relative paths are taken from the directory you run the script in.
 The table is printed at the end and saved as OUT/results.md and OUT/results.png.
 USAGE
 }
@@ -27,12 +28,13 @@ TEST_FRAMES=${TEST_FRAMES:-40}
 SEED=${SEED:-0}
 if [[ -z "${PYTHON:-}" ]]; then
   PYTHON=python3
-  [[ -x .venv/bin/python ]] && PYTHON=.venv/bin/python
+  [[ -x "$here/.venv/bin/python" ]] && PYTHON="$here/.venv/bin/python"
 fi
 export PYTHON ENCODER DATASET=mvsec
 data="$OUT/recordings"
 processed="$OUT/processed"
 runs="$OUT/runs"
+configs="$here/configs/demo"
 common=(--set "run.seed=$SEED")
 [[ -n "${EPOCHS:-}" ]] && common+=(--set "optim.epochs=$EPOCHS")
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -41,14 +43,14 @@ started=$SECONDS
 step "1/6 synthetic MVSEC-format recordings (day train, day test, night test) -> $data"
 make() {  # name frames seed [--night]
   [[ -f "$data/$1_data.hdf5" && -f "$data/$1_gt.hdf5" ]] && { echo "$1: exists"; return; }
-  "$PYTHON" scripts/make_synthetic.py --out "$data" --name "$1" --frames "$2" --seed "$3" "${@:4}"
+  "$PYTHON" "$here/scripts/make_synthetic.py" --out "$data" --name "$1" --frames "$2" --seed "$3" "${@:4}"
 }
 make day_train "$FRAMES" "$SEED"
 make day_test "$TEST_FRAMES" "$((SEED + 100))"
 make night_test "$TEST_FRAMES" "$((SEED + 100))" --night  # the same street as day_test, at night
 
 step "2/6 preparation with the real MVSEC script -> $processed"
-"$PYTHON" scripts/process_mvsec_hdf5.py --root "$data" --out "$processed" day_train day_test night_test
+"$PYTHON" "$here/scripts/process_mvsec_hdf5.py" --root "$data" --out "$processed" day_train day_test night_test
 train_split="$processed/day_train.txt"
 export TRAIN_SPLIT="$train_split" VAL_SPLIT="$processed/day_test.txt"
 
@@ -59,32 +61,32 @@ if [[ -n "${DAV2:-}" ]]; then
 else
   teacher="$runs/teacher/model.pth"
   echo "teacher: STAND-IN (no DA-V2 checkpoint given): a $ENCODER DA-V2 model trained on the synthetic day images"
-  "$PYTHON" -m fuse teacher --config configs/demo/teacher.yaml --set "model.encoder=$ENCODER" \
+  "$here/scripts/launch.sh" teacher --config "$configs/teacher.yaml" --set "model.encoder=$ENCODER" \
     --set "data.train_split=$train_split" --set "data.val_split=$VAL_SPLIT" --set "run.output_dir=$runs/teacher" \
     "${common[@]}"
 fi
 
 step "4/6 training: align_feature.sh, fuse_feature.sh, train.sh (FUSE and the image-/event-only baselines)"
-CONFIG=configs/demo/align.yaml DAV2="$teacher" OUT="$runs/align" ./align_feature.sh "${common[@]}"
-CONFIG=configs/demo/fuse.yaml DAV2="$teacher" EVENT_ENCODER="$runs/align/model.pth" OUT="$runs/fuse" \
-  ./fuse_feature.sh "${common[@]}"
-CONFIG=configs/demo/adapt.yaml FOUNDATION="$runs/fuse/model.pth" OUT="$runs/adapt_fuse" ./train.sh "${common[@]}"
-CONFIG=configs/demo/adapt.yaml FOUNDATION="$teacher" OUT="$runs/adapt_image" ./train.sh \
+CONFIG="$configs/align.yaml" DAV2="$teacher" OUT="$runs/align" "$here/align_feature.sh" "${common[@]}"
+CONFIG="$configs/fuse.yaml" DAV2="$teacher" EVENT_ENCODER="$runs/align/model.pth" OUT="$runs/fuse" \
+  "$here/fuse_feature.sh" "${common[@]}"
+CONFIG="$configs/adapt.yaml" FOUNDATION="$runs/fuse/model.pth" OUT="$runs/adapt_fuse" "$here/train.sh" "${common[@]}"
+CONFIG="$configs/adapt.yaml" FOUNDATION="$teacher" OUT="$runs/adapt_image" "$here/train.sh" \
   --set model.kind=depth_anything_v2 "${common[@]}"
-CONFIG=configs/demo/adapt.yaml FOUNDATION="$runs/align/model.pth" OUT="$runs/adapt_events" ./train.sh \
+CONFIG="$configs/adapt.yaml" FOUNDATION="$runs/align/model.pth" OUT="$runs/adapt_events" "$here/train.sh" \
   --set model.kind=event_student "${common[@]}"
 
 step "5/6 run.sh (depth maps, colored PNGs, panels) and eval.sh on the test recordings"
 for test in day_test night_test; do
-  ./run.sh -c "$runs/adapt_fuse/model.pth" -s "$processed/$test.txt" -o "$OUT/predictions/fuse_$test" \
-    --size 168 --no-progress
+  "$here/run.sh" -c "$runs/adapt_fuse/model.pth" -s "$processed/$test.txt" -o "$OUT/predictions/fuse_$test" \
+    --no-progress
   for model in fuse image events; do
     CHECKPOINT="$runs/adapt_$model/model.pth" SPLIT="$processed/$test.txt" PRED="$OUT/predictions/${model}_$test" \
-      OUT="$OUT/eval/${model}_$test" ./eval.sh --size 168 --no-progress > /dev/null
+      OUT="$OUT/eval/${model}_$test" "$here/eval.sh" --no-progress > /dev/null
   done
 done
 
 step "6/6 results"
-"$PYTHON" scripts/demo_report.py --processed "$processed" --eval "$OUT/eval" --out "$OUT" \
+"$PYTHON" "$here/scripts/demo_report.py" --processed "$processed" --eval "$OUT/eval" --out "$OUT" \
   --teacher "$([[ -n "${DAV2:-}" ]] && echo "DA-V2 ($DAV2)" || echo "stand-in (trained on synthetic day images)")"
 echo "demo finished in $((SECONDS - started)) s; everything is under $OUT (panels: $OUT/predictions/fuse_night_test/panels)"

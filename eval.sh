@@ -2,7 +2,7 @@
 # Score depth predictions with the published protocol (E2Depth / FUSE evaluation.py):
 # a thin wrapper over `python -m fuse eval`.
 set -euo pipefail
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 usage() {
   cat <<USAGE
 Usage: [VAR=value ...] ./eval.sh [eval options...]
@@ -13,12 +13,13 @@ Either score two folders of .npy files (matched by sorted name):
 or run a model on a processed split first:
   CHECKPOINT  model checkpoint (this project's format, or upstream with --max-depth)
   SPLIT       processed split list; its depth maps are the targets
-  PRED        where the predictions go (default outputs/eval/<checkpoint name>)
+  PRED        where the predictions go (default outputs/eval/<checkpoint>-<split>-<hash>)
 Common:
   DATASET     mvsec | dense | eventscape                  (default mvsec)
   SIZE        small | base | large: print the published FUSE row of that size beside ours
   OUT         folder for metrics.json and metrics.md      (default: no files)
 Other options go to \`python -m fuse eval\` (e.g. --sequence outdoor_night1, --pred-format disparity).
+Relative paths are taken from the directory you run the script in.
 USAGE
 }
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
@@ -35,8 +36,5 @@ elif [[ $# -eq 0 ]]; then
   exit 2
 fi
 [[ -n "${SIZE:-}" ]] && args+=(--compare-published "$SIZE")
-if [[ -n "${OUT:-}" ]]; then
-  mkdir -p "$OUT"
-  args+=(--json "$OUT/metrics.json" --markdown "$OUT/metrics.md")
-fi
-exec scripts/launch.sh eval "${args[@]}" "$@"
+[[ -n "${OUT:-}" ]] && args+=(--json "$OUT/metrics.json" --markdown "$OUT/metrics.md")
+exec "$here/scripts/launch.sh" eval "${args[@]}" "$@"

@@ -14,13 +14,15 @@ Each setting comes from an option or else from the environment variable in brack
   -c, --checkpoint FILE     checkpoint to load                          [CHECKPOINT]
   -s, --split LIST          processed split list                        [SPLIT]
   -r, --recording DIR/NAME  raw MVSEC recording (NAME_data.hdf5 + NAME_gt.hdf5)  [RECORDING]
-  -d, --dataset NAME        mvsec | dense | eventscape (default mvsec)  [DATASET]
-  -o, --out DIR             output folder (default outputs/infer)       [OUT]
+  -d, --dataset NAME        mvsec | dense | eventscape (default: the checkpoint's)  [DATASET]
+  -o, --out DIR             output folder (default: outputs/infer/<checkpoint>-<source>-<hash>,
+                            one folder per checkpoint and settings)     [OUT]
   -h, --help                show this help
 
 Give exactly one of --split and --recording. Other options go to `python -m fuse infer`
 unchanged, e.g. --mp4, --limit 100, --device cpu, --batch-size 8, --overwrite, and for
 upstream FUSE files --head metric --max-depth 80 (MVSEC) or 1000 (DENSE).
+Relative paths are taken from the directory you run the script in.
 The Python interpreter is $PYTHON, else the repository's .venv, else python3.
 
 Examples:
@@ -32,8 +34,8 @@ EOF
 checkpoint="${CHECKPOINT:-}"
 split="${SPLIT:-}"
 recording="${RECORDING:-}"
-dataset="${DATASET:-mvsec}"
-out="${OUT:-outputs/infer}"
+dataset="${DATASET:-}"
+out="${OUT:-}"
 extra=()
 
 while (($#)); do
@@ -80,5 +82,7 @@ else
 fi
 
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-exec "$python" -m fuse infer --checkpoint "$checkpoint" "${source_args[@]}" --dataset "$dataset" --out "$out" \
+[[ -n "$dataset" ]] && source_args+=(--dataset "$dataset")
+[[ -n "$out" ]] && source_args+=(--out "$out")
+exec "$python" -m fuse infer --checkpoint "$checkpoint" "${source_args[@]}" \
     ${extra[@]+"${extra[@]}"}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 3 (adapt): train the metric depth head on MVSEC or DENSE from the stage-2 foundation.
 set -euo pipefail
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 usage() {
   cat <<USAGE
 Usage: [VAR=value ...] ./train.sh [--set key=value ...] [--resume]
@@ -12,19 +12,27 @@ Usage: [VAR=value ...] ./train.sh [--set key=value ...] [--resume]
   FOUNDATION   stage-2 output                       (default runs/fuse_\$ENCODER/model.pth)
   TRAIN_SPLIT  VAL_SPLIT  split lists               (default: from configs/adapt/\$DATASET.yaml)
   OUT          output folder                        (default runs/adapt_\$DATASET_\$ENCODER)
-  CONFIG       YAML config                          (default configs/adapt/\$DATASET.yaml)
+  CONFIG       YAML config                          (default: the repository's configs/adapt/\$DATASET.yaml)
   GPUS NNODES NODE_RANK MASTER_ADDR MASTER_PORT     distributed launch (see scripts/launch.sh)
+Relative paths are taken from the directory you run the script in.
 Writes OUT/model.pth and OUT/best.pth (lowest validation Abs.Rel), used by run.sh and eval.sh.
 USAGE
 }
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
 ENCODER=${ENCODER:-vits}
 DATASET=${DATASET:-mvsec}
-CONFIG=${CONFIG:-configs/adapt/${DATASET}.yaml}
+if [[ -z "${CONFIG:-}" ]]; then
+  CONFIG="$here/configs/adapt/$DATASET.yaml"
+  if [[ ! -f "$CONFIG" ]]; then
+    known=("$here"/configs/adapt/*.yaml); known=("${known[@]##*/}"); names="${known[*]%.yaml}"
+    echo "error: unknown DATASET '$DATASET'; known: ${names// /, } (configs/adapt/*.yaml)" >&2
+    exit 2
+  fi
+fi
 args=(--config "$CONFIG" --set "model.encoder=$ENCODER" --set "data.dataset=$DATASET"
       --set "init.foundation=${FOUNDATION:-runs/fuse_${ENCODER}/model.pth}"
       --set "run.output_dir=${OUT:-runs/adapt_${DATASET}_${ENCODER}}")
 [[ -n "${HEAD_SIZE:-}" ]] && args+=(--set "model.head_size=$HEAD_SIZE")
 [[ -n "${TRAIN_SPLIT:-}" ]] && args+=(--set "data.train_split=$TRAIN_SPLIT")
 [[ -n "${VAL_SPLIT:-}" ]] && args+=(--set "data.val_split=$VAL_SPLIT")
-exec scripts/launch.sh adapt "${args[@]}" "$@"
+exec "$here/scripts/launch.sh" adapt "${args[@]}" "$@"

@@ -20,7 +20,12 @@ LORA_RANK = 8
 
 
 def dinov2_layout(prefix: str, size: str, in_chans: int = 3, lora: bool = False) -> dict[str, tuple]:
-    """DINOv2 as in DA-V2. ``lora``: upstream stage-1 adapters (loralib; qkv merged, proj plain)."""
+    """DINOv2 as in DA-V2. ``lora``: upstream's loralib adapters, rank 8, in every block: ``attn.qkv``
+    (``MergedLinear``, q/k/v enabled), ``attn.proj``, ``mlp.fc1`` and ``mlp.fc2`` (``Linear``).
+
+    vitg's SwiGLU ``w12``/``w3`` adapters exist upstream only without xFormers (with it the fused
+    xFormers ``SwiGLU`` has none), so they are left out here.
+    """
     c, depth, _, ffn, _, _ = SIZES[size]
     keys = {"cls_token": (1, 1, c), "pos_embed": (1, 1 + 37 * 37, c), "mask_token": (1, c),
             "patch_embed.proj.weight": (c, in_chans, 14, 14), "patch_embed.proj.bias": (c,),
@@ -40,6 +45,9 @@ def dinov2_layout(prefix: str, size: str, in_chans: int = 3, lora: bool = False)
         if lora:
             keys.update({b + "attn.qkv.lora_A": (3 * LORA_RANK, c), b + "attn.qkv.lora_B": (3 * c, LORA_RANK),
                          b + "attn.proj.lora_A": (LORA_RANK, c), b + "attn.proj.lora_B": (c, LORA_RANK)})
+            if ffn == "mlp":
+                keys.update({b + "mlp.fc1.lora_A": (LORA_RANK, c), b + "mlp.fc1.lora_B": (4 * c, LORA_RANK),
+                             b + "mlp.fc2.lora_A": (LORA_RANK, 4 * c), b + "mlp.fc2.lora_B": (c, LORA_RANK)})
     return {prefix + k: v for k, v in keys.items()}
 
 

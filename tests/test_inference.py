@@ -16,6 +16,7 @@ from fuse.cli import main
 from fuse.data.dataset import EventDepthDataset, load_image_rgb, load_voxel
 from fuse.engine.checkpoint import save_checkpoint
 from fuse.engine.inference import RecordingSource, SplitSource, bfloat16_copy, network_inputs, predict
+from fuse.engine.visualize import depth_colorbar
 from fuse.engine.weights import load_model
 from fuse.events import voxel_grid
 from fuse.models import ModelConfig
@@ -24,6 +25,7 @@ from tests import mvsec_fixtures
 HEIGHT, WIDTH = 60, 80
 SIZE = 70  # smallest input size (70x98 for 60x80 frames): keeps the CPU tests fast
 FRAMES = 3
+PANEL_BAR = depth_colorbar(HEIGHT, 80.0, 3.70378).shape[1]  # the colour bar right of the tiles
 
 
 def tiny_model(kind: str = "fuse", seed: int = 0) -> nn.Module:
@@ -223,7 +225,7 @@ def test_infer_writes_outputs_at_sensor_resolution_equal_to_predict(workspace, t
         image, voxel = frame_inputs(workspace["split"], index)
         np.testing.assert_allclose(depth, predict(model, image, voxel, size=SIZE), rtol=1e-5, atol=1e-4)
         assert cv2.imread(str(out / "color" / f"{stem}.png")).shape == (HEIGHT, WIDTH, 3)
-        assert cv2.imread(str(out / "panels" / f"{stem}.png")).shape == (HEIGHT, 4 * WIDTH, 3)
+        assert cv2.imread(str(out / "panels" / f"{stem}.png")).shape == (HEIGHT, 4 * WIDTH + PANEL_BAR, 3)
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]  # no temp files left
 
 
@@ -279,9 +281,10 @@ def test_infer_bad_checkpoint_and_arguments_exit_2(workspace, tmp_path, capsys):
     assert main(["infer", "--checkpoint", str(missing), "--split", str(workspace["split"]), "--dataset", "mvsec",
                  "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert str(missing) in capsys.readouterr().err
-    assert main(["infer", "--checkpoint", str(workspace["checkpoint"]), "--split", str(workspace["split"]),
-                 "--out", str(tmp_path / "out"), "--no-progress"]) == 2
-    assert "--dataset" in capsys.readouterr().err
+    for option, value in (("--size", "50"), ("--fps", "0"), ("--max-depth", "-1"), ("--limit", "0")):
+        assert main(["infer", "--checkpoint", str(workspace["checkpoint"]), "--split", str(workspace["split"]),
+                     "--out", str(tmp_path / "out"), "--no-progress", option, value]) == 2
+        assert option in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     (tmp_path / "file").write_text("")
     assert infer(workspace, tmp_path / "file") == 2
@@ -309,8 +312,8 @@ def test_infer_mp4_holds_every_panel_also_after_a_restart(workspace, tmp_path):
         if not ok:
             break
         frames.append(frame)
-    assert len(frames) == FRAMES and frames[0].shape == (HEIGHT, 4 * WIDTH, 3)
-    assert [p.name for p in out.iterdir() if p.is_file()] == ["panels.mp4"]
+    assert len(frames) == FRAMES and frames[0].shape == (HEIGHT, 4 * WIDTH + PANEL_BAR, 3)
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["panels.mp4", "provenance.json"]
 
 
 def test_infer_from_a_raw_mvsec_recording(workspace, tmp_path, capsys):
@@ -330,7 +333,7 @@ def test_infer_from_a_raw_mvsec_recording(workspace, tmp_path, capsys):
         voxel = voxel_grid(recording.window(k), 3, height, width)
         expected = predict(model, np.repeat(gray[:, :, None], 3, axis=2), voxel, size=SIZE)
         np.testing.assert_allclose(np.load(out / "depth" / f"{k:06d}.npy"), expected, rtol=1e-5, atol=1e-4)
-        assert cv2.imread(str(out / "panels" / f"{k:06d}.png")).shape == (height, 4 * width, 3)
+        assert cv2.imread(str(out / "panels" / f"{k:06d}.png")).shape == (height, 4 * width + depth_colorbar(height, 80.0, 3.70378).shape[1], 3)
 
 
 def test_recording_source_names_the_missing_file(tmp_path):

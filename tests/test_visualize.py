@@ -1,13 +1,16 @@
 """Colored depth and events, panels, atomic PNG and MP4 writing (``fuse.engine.visualize``)."""
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 
 import cv2
 import numpy as np
 import pytest
 
+from fuse.atomic import WriteError
 from fuse.data.constants import dataset_info
 from fuse.engine import visualize
 from fuse.engine.visualize import (
@@ -15,8 +18,11 @@ from fuse.engine.visualize import (
     colorize_depth,
     colorize_disparity,
     colorize_voxel,
+    depth_colorbar,
+    depth_ticks,
     make_panel,
     prediction_panel,
+    relative_colorbar,
     write_png_atomic,
 )
 
@@ -102,6 +108,65 @@ def test_prediction_panel_has_four_tiles_with_ground_truth_and_three_without():
     assert prediction_panel(gray, None, prediction).shape == (40, 100, 3)
 
 
+def bar_ticks(bar: np.ndarray) -> tuple[np.ndarray, list[int], int]:
+    """(colors of the bar's strip per row, rows of its white tick marks, column right of the strip)."""
+    colored = (bar != 0).any(axis=2)
+    strip_columns = np.flatnonzero(colored.mean(axis=0) > 0.5)
+    strip_rows = colored[:, strip_columns[0]]
+    next_to_strip = bar[:, strip_columns[-1] + 1]
+    ticks = np.flatnonzero((next_to_strip == 255).all(axis=1) & strip_rows)
+    return bar[:, strip_columns[0]], ticks.tolist(), strip_columns[-1] + 1
+
+
+def test_depth_ticks_are_round_metres_within_the_scale():
+    assert depth_ticks(80.0, MVSEC.reg_factor) == [80, 50, 20, 10, 5, 2]
+    assert depth_ticks(1000.0, 5.7) == [1000, 300, 100, 30, 10]  # 1-2-5 steps would be 8 ticks
+    assert depth_ticks(1.0, 2.4) == [1, 0.5, 0.2, 0.1]
+
+
+def test_depth_colorbar_tick_rows_have_the_tile_color_of_their_depth():
+    bar = depth_colorbar(260, MVSEC.max_depth, MVSEC.reg_factor)
+    assert bar.shape[0] == 260 and bar.dtype == np.uint8 and 30 < bar.shape[1] < 90
+    strip, rows, right = bar_ticks(bar)
+    ticks = depth_ticks(MVSEC.max_depth, MVSEC.reg_factor)
+    assert len(rows) == len(ticks) == 6
+    for row, depth in zip(rows, ticks):  # top to bottom: far to near
+        assert strip[row].tolist() == depth_colors(np.array([[depth]]))[0, 0].tolist(), depth
+        assert (bar[row - 3:row + 4, right + 4:] > 100).any()  # its label, right of the tick mark
+    # The strip starts at max_depth (the tick 80) and ends at the nearest depth of the scale.
+    assert strip[rows[0] - 1].tolist() == BLACK and strip[rows[0]].tolist() == turbo(0)
+    assert strip[np.flatnonzero(strip.any(axis=1))[-1]].tolist() == turbo(255)
+
+
+def test_relative_colorbar_runs_from_far_to_near_like_colorize_disparity():
+    bar = relative_colorbar(260)
+    strip, rows, _ = bar_ticks(bar)
+    tile = colorize_disparity(np.linspace(0.0, 1.0, 101).reshape(1, -1))
+    assert [strip[row].tolist() for row in rows] == [tile[0, 0].tolist(), tile[0, -1].tolist()]
+    assert strip[rows[0] - 1].tolist() == BLACK and strip[rows[1] + 1].tolist() == BLACK  # the ticks end the strip
+
+
+@pytest.mark.parametrize("height", [12, 40, 60])
+def test_colorbars_of_small_tiles_keep_the_height_and_drop_labels_that_collide(height):
+    for bar in (depth_colorbar(height, 1000.0, 5.7), relative_colorbar(height)):
+        strip, rows, _ = bar_ticks(bar)
+        assert bar.shape[0] == height and strip.any(axis=1).sum() >= height // 2
+        assert all(b - a > 8 for a, b in zip(rows, rows[1:]))
+
+
+def test_prediction_panel_appends_the_colorbar_at_the_right():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (260, 50, 3), dtype=np.uint8)
+    prediction = depth_colors(rng.uniform(2, 80, (260, 50)))
+    bar = depth_colorbar(260, MVSEC.max_depth, MVSEC.reg_factor)
+    panel = prediction_panel(image, None, prediction, colorbar=bar)
+    assert panel.shape == (260, 100 + bar.shape[1], 3)
+    np.testing.assert_array_equal(panel[:, 100:], bar)
+    np.testing.assert_array_equal(panel[:, :100], prediction_panel(image, None, prediction))
+    with pytest.raises(ValueError, match="color bar is 40 px tall"):
+        prediction_panel(image, None, prediction, colorbar=bar[:40])
+
+
 def test_make_panel_rejects_tiles_of_different_size():
     with pytest.raises(ValueError, match="'b'"):
         make_panel([("a", np.zeros((4, 4, 3), np.uint8)), ("b", np.zeros((4, 5, 3), np.uint8))])
@@ -157,4 +222,45 @@ def test_mp4_writer_drops_the_video_on_error(tmp_path):
         with Mp4Writer(tmp_path / "v.mp4") as video:
             video.write(np.zeros((16, 16, 3), np.uint8))
             raise RuntimeError("stop")
+    assert os.listdir(tmp_path) == []
+
+
+def test_mp4_writer_without_codec_raises_write_error_at_open_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(visualize, "MP4_CODEC", "XXXX")  # a codec OpenCV does not have
+    path = tmp_path / "v.mp4"
+    with pytest.raises(WriteError, match="codec|FFmpeg") as error:
+        Mp4Writer(path)  # fails before any frame is computed
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_mp4_writer_whose_folder_cannot_be_made_raises_write_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "v.mp4"
+    with pytest.raises(WriteError, match="cannot write") as error:
+        Mp4Writer(path)
+    assert str(path) in str(error.value)
+
+
+def test_mp4_writer_in_a_read_only_folder_raises_write_error_at_open(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=stat.S_IRUSR | stat.S_IXUSR)
+    if os.access(locked, os.W_OK):
+        pytest.skip("this user writes to read-only folders (root)")
+    path = locked / "v.mp4"
+    with pytest.raises(WriteError, match="writable") as error:
+        Mp4Writer(path)
+    assert str(path) in str(error.value)
+    assert os.listdir(locked) == []
+
+
+def test_mp4_writer_whose_rename_fails_raises_write_error_and_drops_the_temp_file(tmp_path, monkeypatch):
+    def full_disk(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    video = Mp4Writer(tmp_path / "v.mp4")
+    video.write(np.zeros((16, 16, 3), np.uint8))
+    monkeypatch.setattr(visualize.os, "replace", full_disk)
+    with pytest.raises(WriteError, match="v.mp4: No space left on device; free some space"):
+        video.close()
     assert os.listdir(tmp_path) == []

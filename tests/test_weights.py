@@ -86,6 +86,10 @@ def test_upstream_fuse_checkpoint_matches_reference(tmp_path, head, max_depth):
     ignored = set(report.ignored)
     assert all(".lora_" in k or "cross_att.temperature" in k or "cross_att.norm2" in k for k in ignored)
     assert any("temperature" in k for k in ignored) and any(".lora_A" in k for k in ignored)
+    # Every upstream adapter (qkv, proj, fc1, fc2) is reported as already merged, none loaded.
+    merged = {k for k, why in report.ignored.items() if "already merged" in why}
+    assert merged == {k for k in state if ".lora_" in k}
+    assert {"prompt_encoder.blocks.0.mlp.fc1.lora_A", "prompt_encoder.blocks.11.mlp.fc2.lora_B"} <= merged
     assert_every_value_reached(model, state, lambda k: None if (".lora_" in k or "temperature" in k or "cross_att.norm2" in k) else k)
     g = torch.Generator().manual_seed(4)
     image, events = torch.randn(1, 3, 266, 266, generator=g), torch.randn(1, 3, 266, 266, generator=g)
@@ -102,6 +106,7 @@ def test_upstream_stage1_checkpoint_into_student_and_fuse(tmp_path):
     student = fuse.build_model("event_student", encoder="vitt").eval()
     report = fuse.load_weights(student, path)
     assert {k for k, why in report.ignored.items() if "merged" in why} == {k for k in state if ".lora_" in k}
+    assert {"pretrained.blocks.3.mlp.fc1.lora_A", "pretrained.blocks.3.mlp.fc2.lora_B"} <= set(report.ignored)
     assert_every_value_reached(student, state, lambda k: None if ".lora_" in k else k)
     voxel = torch.randn(2, 3, 70, 98, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():

@@ -19,10 +19,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fuse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = {}
+    modules, parsers = {}, {}
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         modules[name] = module
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(parsers[name])
+    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if unknown:  # the command's own usage, not the top-level one (argparse exits with code 2)
+        parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     return int(modules[args.command].run(args) or 0)

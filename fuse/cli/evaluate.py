@@ -2,11 +2,16 @@
 
 Either two folders (``--pred DIR --target DIR``, matched by sorted name) or a model on a split
 (``--checkpoint CKPT --split LIST``): the model's predictions are written with ``infer`` into
-``--pred`` (restartable) and scored against the split's depth maps.
+``--pred`` (restartable; reused only when ``provenance.json`` says the same checkpoint and
+settings made them) and scored against the split's depth maps. Input size and dataset default
+to what the checkpoint records. Predictions of a relative-depth model are never scored as
+metric depth.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -16,12 +21,14 @@ from fuse.engine.metrics import (
     PRED_FORMATS,
     EvalInputError,
     depth_settings,
-    evaluate_folders,
     evaluate_pairs,
+    pair_files,
     format_table,
     write_json,
 )
+from fuse.engine.inference import SplitSource
 from fuse.engine.published import SEQUENCES, SIZES, PublishedRow, fuse_row, peer_rows
+from fuse.provenance import MANIFEST
 
 EXIT_BAD_INPUT = 2
 
@@ -32,12 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="folder of ground-truth metric depth .npy files")
     parser.add_argument("--checkpoint", help="run this model on --split first (instead of reading --pred/--target)")
     parser.add_argument("--split", help="processed split list whose depth maps are the targets (with --checkpoint)")
-    parser.add_argument("--size", type=int, default=266, help="network input size for --checkpoint (default 266)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="network input size for --checkpoint (default: the checkpoint's training size, else 266)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="precision of the network for --checkpoint (bf16: faster, not the published protocol)")
     parser.add_argument("--max-depth", type=float, default=None,
                         help="metric head scale of an upstream --checkpoint (it is not recorded in such files)")
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default=None,
+                        help="depth range and log encoding of the protocol (default with --checkpoint: the "
+                             "checkpoint's training dataset)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --checkpoint: delete earlier predictions in --pred and predict again")
     parser.add_argument(
         "--pred-format",
         choices=PRED_FORMATS,
@@ -79,25 +92,29 @@ def published_rows(dataset: str, size: str | None, sequence: str | None) -> list
     return [fuse_row(dataset, size, sequence), *peer_rows(dataset, sequence)]
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    for option, value in (("--clip-distance", args.clip_distance), ("--reg-factor", args.reg_factor),
+                          ("--max-depth", args.max_depth)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise EvalInputError(f"{option} must be a finite number > 0, got {value}")
+    if args.limit is not None and args.limit < 1:
+        raise EvalInputError(f"--limit must be at least 1, got {args.limit}")
+    if not (args.checkpoint or args.split) and args.dataset is None:
+        raise EvalInputError("--dataset is required when scoring folders (mvsec, dense or eventscape)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table, write the requested reports; exit 2 on unusable input or output."""
     try:
-        rows = published_rows(args.dataset, args.compare_published, args.sequence)
+        _check_arguments(args)
         if args.checkpoint or args.split:
-            return _evaluate_model(args, rows)
+            return _evaluate_model(args)
         if not (args.pred and args.target):
             raise EvalInputError("give --pred and --target folders, or --checkpoint and --split")
-        metrics = evaluate_folders(
-            args.pred,
-            args.target,
-            args.dataset,
-            pred_format=args.pred_format,
-            max_depth=args.clip_distance,
-            reg_factor=args.reg_factor,
-            rescale_target=args.rescale_target,
-            progress=not args.no_progress,
-        )
-        return _report(args, metrics, rows)
+        _check_recorded_predictions(Path(args.pred), args)
+        pairs = pair_files(args.pred, args.target)[: args.limit]
+        metrics = evaluate_pairs(pairs, args.dataset, **_protocol(args))
+        return _report(args, metrics)
     except (EvalInputError, ValueError, FileNotFoundError, WriteError) as exc:
         if args.debug:
             raise
@@ -105,35 +122,82 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
 
-def _evaluate_model(args: argparse.Namespace, rows: list[PublishedRow]) -> int:
+def _protocol(args: argparse.Namespace) -> dict:
+    return dict(pred_format=args.pred_format, max_depth=args.clip_distance, reg_factor=args.reg_factor,
+                rescale_target=args.rescale_target, progress=not args.no_progress)
+
+
+def _check_prediction_kind(head: str, where: str, args: argparse.Namespace) -> None:
+    """A relative-depth model's output scored as metric depth gives numbers without meaning."""
+    if head == "relative" and args.pred_format != "disparity":
+        raise EvalInputError(
+            f"{where} holds relative inverse depth (a relative-head model: a DA-V2 release, a stage-1/2 output or "
+            f"the stand-in teacher), which has no metric scale; --pred-format {args.pred_format} would score it as "
+            "metric depth. Evaluate a stage-3 (adapt) checkpoint, or pass --pred-format disparity")
+
+
+def _check_recorded_predictions(pred: Path, args: argparse.Namespace) -> None:
+    """Folder mode: when ``infer`` recorded what made the predictions, check that they fit the protocol."""
+    for manifest in (pred / MANIFEST, pred.parent / MANIFEST):
+        if manifest.is_file():
+            try:
+                made_by = json.loads(manifest.read_text(encoding="utf-8"))["made_by"]
+                head, dataset = made_by["model"]["head"], made_by["dataset"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return
+            _check_prediction_kind(head, f"{pred} (see {manifest})", args)
+            if dataset != args.dataset:
+                print(f"note: {pred} was predicted for {dataset} (see {manifest}); scoring with the "
+                      f"{args.dataset} protocol", file=sys.stderr)
+            return
+
+
+def _evaluate_model(args: argparse.Namespace) -> int:
     """Predict the split with ``infer`` (into ``--pred``), then score against its depth maps."""
     from fuse.cli import infer
-    from fuse.engine.inference import SplitSource
 
     if not (args.checkpoint and args.split):
         raise EvalInputError("--checkpoint and --split go together")
-    args.pred = args.pred or str(Path("outputs") / "eval" / Path(args.checkpoint).stem)
     infer_parser = argparse.ArgumentParser()
     infer.add_arguments(infer_parser)
-    infer_argv = ["--checkpoint", args.checkpoint, "--split", args.split, "--dataset", args.dataset,
-                  "--out", args.pred, "--size", str(args.size), "--precision", args.precision]
-    if args.max_depth is not None:
-        infer_argv += ["--max-depth", str(args.max_depth)]
-    if args.no_progress:
-        infer_argv.append("--no-progress")
-    status = infer.run(infer_parser.parse_args(infer_argv))
-    if status:
-        return status
+    infer_argv = ["--checkpoint", args.checkpoint, "--split", args.split, "--precision", args.precision]
+    for option, value in (("--out", args.pred), ("--size", args.size), ("--max-depth", args.max_depth),
+                          ("--dataset", args.dataset), ("--limit", args.limit)):
+        if value is not None:
+            infer_argv += [option, str(value)]
+    if args.pred is None:
+        infer_argv += ["--out-root", str(Path("outputs") / "eval")]
+    infer_argv += [flag for flag, wanted in (("--no-progress", args.no_progress), ("--overwrite", args.overwrite),
+                                             ("--debug", args.debug)) if wanted]
+    infer_args = infer_parser.parse_args(infer_argv)
+    infer._check_arguments(infer_args)
+    _check_checkpoint(args)
+    result = infer.infer(infer_args)
+    print(result.summary, file=sys.stderr)
+    args.pred, args.dataset = str(result.out), result.dataset
     source = SplitSource(args.split)
-    pairs = [(Path(args.pred) / "depth" / f"{stem}.npy", depth) for stem, (_, depth, _) in zip(source.stems, source.samples)]
+    targets = dict(zip(source.stems, (depth for _, depth, _ in source.samples)))
+    pairs = [(result.out / "depth" / f"{stem}.npy", targets[stem]) for stem in result.stems]
     args.target = args.split
-    metrics = evaluate_pairs(pairs, args.dataset, pred_format=args.pred_format, max_depth=args.clip_distance,
-                             reg_factor=args.reg_factor, rescale_target=args.rescale_target,
-                             progress=not args.no_progress)
-    return _report(args, metrics, rows)
+    metrics = evaluate_pairs(pairs, args.dataset, **_protocol(args))
+    return _report(args, metrics)
 
 
-def _report(args: argparse.Namespace, metrics: dict, rows: list[PublishedRow]) -> int:
+def _check_checkpoint(args: argparse.Namespace) -> None:
+    """Before spending time on predictions: the protocol's dataset is known, and a relative-head
+    checkpoint is not scored as metric depth."""
+    from fuse.engine.weights import read_weights
+
+    _, layout = read_weights(args.checkpoint)
+    if args.dataset is None and not ((layout.run_config or {}).get("data") or {}).get("dataset"):
+        raise EvalInputError(f"checkpoint {args.checkpoint} does not record its dataset; pass --dataset (mvsec, "
+                             "dense or eventscape): it fixes the evaluated depth range")
+    head = layout.config.head if layout.config is not None else ("metric" if layout.kind == "fuse" else "relative")
+    _check_prediction_kind(head, f"checkpoint {args.checkpoint} ({layout.describe()})", args)
+
+
+def _report(args: argparse.Namespace, metrics: dict) -> int:
+    rows = published_rows(args.dataset, args.compare_published, args.sequence)
     table = format_table(metrics, args.dataset, rows)
     print(table, end="")
     if args.markdown:

@@ -10,15 +10,17 @@ import sys
 
 from fuse.atomic import WriteError
 from fuse.engine.checkpoint import CheckpointError
-from fuse.engine.config import ConfigError, load_config
+from fuse.engine.config import ConfigError, describe_keys, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "--help-config lists every config key with its default and allowed values."
     parser.add_argument("--config", help="YAML file (configs/<stage>/<dataset>.yaml); defaults apply without one")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set model.encoder=vitb --set optim.epochs=5 (repeatable)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <run.output_dir>/latest.pth (or its previous copy latest.prev.pth)")
+    parser.add_argument("--help-config", action="store_true", help="list every config key and exit")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -27,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from fuse.data.dataset import DataFormatError
     from fuse.engine.trainer import train
 
+    if args.help_config:
+        print(describe_keys(), end="")
+        return 0
     try:
         config = load_config(args.config, args.overrides, stage=args.command)
         train(config, resume=args.resume)

@@ -47,21 +47,48 @@ def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, keep_previo
     return atomic_torch_save(payload, path, keep_previous)
 
 
+# First bytes of files that are often passed where a checkpoint belongs.
+_FOREIGN_MAGIC = {b"\x89HDF": "an HDF5 file", b"\x93NUMPY": "a NumPy .npy array", b"\x89PNG": "a PNG image",
+                  b"\xff\xd8\xff": "a JPEG image", b"\x1aE\xdf\xa3": "a video file"}
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = 0x80
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load`` failed, in words: empty, truncated, another kind of file, or unsafe content."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if size == 0:
+        return "the file is empty (0 bytes): a download or copy that did not finish; download or copy it again"
+    for magic, kind in _FOREIGN_MAGIC.items():
+        if head.startswith(magic):
+            return f"it is {kind}, not a PyTorch checkpoint; check the path"
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0].rstrip(".")
+    if head.startswith(_ZIP_MAGIC):
+        return (f"the archive is truncated or damaged ({size} bytes; PyTorch says: {first_line}); "
+                "download or copy it again")
+    if head[:1] == bytes([_PICKLE_PROTOCOL]):
+        if "weights_only" in first_line.lower() or "weights only" in first_line.lower():
+            return ("it holds Python objects other than tensors and containers, which this project never loads "
+                    "(a checkpoint must not run code when read); re-save its state dict with torch.save")
+        return f"the legacy PyTorch file is truncated or damaged ({first_line}); download or copy it again"
+    return f"it is not a PyTorch checkpoint (it starts with {head!r}); check the path"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file to CPU with one clear error for a missing or corrupt file.
+    """Load a checkpoint file to CPU with one clear error for a missing, empty, cut-short or foreign file.
 
     Tensors-and-containers only (``weights_only``): a checkpoint never runs code when read.
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path (or download the weights)")
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; check the path (or download the weights)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(
-            f"checkpoint {path} could not be read ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
-            "the file may be truncated or not a PyTorch checkpoint: download or copy it again"
-        ) from error
+        raise CheckpointError(f"checkpoint {path} could not be read: {_unreadable_reason(path, error)}") from error
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a state dict")
     return data

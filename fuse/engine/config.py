@@ -1,12 +1,15 @@
 """Run configuration: YAML files over typed defaults, with ``--set key=value`` overrides.
 
-Every key a run can use is listed in ``DEFAULTS``; an unknown key or a value of the wrong type
-is an error that names the key and what is allowed, before any work starts.
+Every key a run can use is described once in ``SCHEMA`` (default, meaning, allowed values;
+``python -m fuse adapt --help-config`` prints it); an unknown key, a value of the wrong type or
+out of range is an error that names the key and what is allowed, before any work starts.
 """
 from __future__ import annotations
 
 import copy
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,103 +18,170 @@ import yaml
 from fuse.atomic import write_text_atomic
 
 STAGES = ("align", "fuse", "adapt", "teacher")
+# The smallest network input: FreDFuse halves the token grid twice (fuse.models.depth_models).
+MIN_INPUT_SIZE = 56
+PATCH = 14
 
-DEFAULTS: dict[str, Any] = {
-    "stage": "adapt",
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default, what it means, and the values it allows.
+
+    ``low``/``high`` bound numbers (``open_low``/``open_high``: the bound itself is excluded);
+    every number must also be finite. ``example`` gives the type of a key whose default is None.
+    """
+
+    default: Any
+    help: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    multiple_of: int | None = None
+    example: Any = None
+
+    def allowed(self) -> str:
+        """The allowed values in words (for messages and ``--help-config``)."""
+        if self.choices is not None:
+            return "one of " + ", ".join("null" if c is None else str(c) for c in self.choices)
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.open_low else '>='} {_number(self.low)}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.open_high else '<='} {_number(self.high)}")
+        if self.multiple_of:
+            parts.append(f"a multiple of {self.multiple_of}")
+        if not parts:
+            return ""
+        kind = "an integer" if isinstance(self.default if self.default is not None else self.example, int) \
+            else "a finite number"
+        return f"{kind} " + " and ".join(parts)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _positive(default: float, help: str) -> Key:
+    return Key(default, help, low=0.0, open_low=True)
+
+
+def _at_least(default: int | float | None, low: float, help: str, **kwargs: Any) -> Key:
+    return Key(default, help, low=low, **kwargs)
+
+
+_ENCODERS = ("vitt", "vits", "vitb", "vitl", "vitg")
+
+SCHEMA: dict[str, dict[str, Key] | Key] = {
+    "stage": Key("adapt", "training stage (set by the command: align, fuse, adapt, teacher)", choices=STAGES),
     "model": {
-        "kind": None,  # None: the stage's model; adapt also takes depth_anything_v2 / event_student baselines
-        "encoder": "vits",  # vitt | vits | vitb | vitl | vitg
-        "head_size": None,  # None: the head DA-V2 pairs with the encoder
-        "event_bins": 3,
-        "max_depth": 80.0,  # metric head scale (adapt stage)
-        "lora_rank": 8,
+        "kind": Key(None, "student model; null: the stage's own (adapt also trains the depth_anything_v2 / "
+                    "event_student baselines)", choices=(None, "fuse", "depth_anything_v2", "event_student")),
+        "encoder": Key("vits", "ViT encoder size", choices=_ENCODERS),
+        "head_size": Key(None, "DPT head size; null: the head DA-V2 pairs with the encoder",
+                         choices=(None, *_ENCODERS)),
+        "event_bins": _at_least(3, 1, "voxel-grid bins the event encoder takes (3: faithful)"),
+        "max_depth": _positive(80.0, "metric head scale in metres (MVSEC 80, DENSE 1000; adapt stage)"),
+        "lora_rank": _at_least(8, 1, "LoRA rank of the event encoder"),
     },
     "data": {
-        "dataset": "eventscape",  # mvsec | dense | eventscape
-        "train_split": None,
-        "val_split": None,
-        "input_size": 266,
-        "workers": 4,
-        "degradation": "none",  # none | fuse_stage2 | low_light | motion_blur | night | fuse_stage2+night
+        "dataset": Key("eventscape", "dataset constants (depth range, log encoding)",
+                       choices=("mvsec", "dense", "eventscape")),
+        "train_split": Key(None, "split list to train on", example=""),
+        "val_split": Key(None, "split list to validate on each epoch (null: no validation)", example=""),
+        "input_size": _at_least(266, MIN_INPUT_SIZE, "network input lower bound in pixels",
+                                multiple_of=PATCH),
+        "workers": _at_least(4, 0, "DataLoader worker processes"),
+        "degradation": Key("none", "input degradation: none or names of fuse.data.degradations joined by '+' "
+                           "(fuse_stage2, low_light, motion_blur, night, ...)"),
     },
     "init": {
-        "depth_anything": None,  # DA-V2 release (teacher, image encoder, stage-1/2 start)
-        "event_encoder": None,  # stage-1 output (stage 2)
-        "foundation": None,  # stage-2 output (stage 3)
-        "head_from_foundation": False,  # deviation: start the metric head from the foundation head
+        "depth_anything": Key(None, "DA-V2 checkpoint (relative head): teacher and start of align/fuse/teacher",
+                              example=""),
+        "event_encoder": Key(None, "stage-1 (align) output: FUSE's event encoder in stage fuse", example=""),
+        "foundation": Key(None, "checkpoint stage adapt starts from (stage-2 output for FUSE)", example=""),
+        "head_from_foundation": Key(False, "deviation: start the metric head from the foundation head"),
     },
     "optim": {
-        "lr": 5e-6,
-        "boosted_lr_mult": 10.0,
-        "weight_decay": 0.01,
-        "betas": [0.9, 0.999],
-        "poly_power": 0.9,
-        "epochs": 10,
-        "batch_size": 24,  # per process
-        "max_steps": None,  # stop early (smoke tests); the schedule still spans all epochs
+        "lr": _positive(5e-6, "AdamW base learning rate"),
+        "boosted_lr_mult": _positive(10.0, "learning-rate factor of the non-encoder parameters"),
+        "weight_decay": _at_least(0.01, 0.0, "AdamW weight decay"),
+        "betas": Key([0.9, 0.999], "AdamW betas (two numbers)", low=0.0, high=1.0, open_high=True),
+        "poly_power": _at_least(0.9, 0.0, "power of the polynomial learning-rate decay"),
+        "epochs": _at_least(10, 1, "training epochs"),
+        "batch_size": _at_least(24, 1, "batch size per process"),
+        "max_steps": _at_least(None, 1, "stop after this many steps (smoke tests); the schedule still spans "
+                               "all epochs", example=0),
     },
     "loss": {
-        "feature_cos": 1.0,
-        "l1": 1.0,
-        "silog": 1.0,
-        "disparity_l1": 1.0,  # stand-in teacher only
-        "cos_alpha": 0.85,
-        "cos_beta": 0.2,
-        "silog_lambda": 0.5,
+        "feature_cos": _at_least(1.0, 0.0, "weight of the FeatureCos loss (align, fuse)"),
+        "l1": _at_least(1.0, 0.0, "weight of the L1 loss to the teacher (align, fuse)"),
+        "silog": _at_least(1.0, 0.0, "weight of the SILog loss (adapt)"),
+        "disparity_l1": _at_least(1.0, 0.0, "weight of the inverse-depth L1 loss (stand-in teacher)"),
+        "cos_alpha": Key(0.85, "FeatureCos: tokens with cosine above this are left out", low=-1.0, high=1.0),
+        "cos_beta": Key(0.2, "FeatureCos: tokens with cosine below this are left out", low=-1.0, high=1.0),
+        "silog_lambda": Key(0.5, "SILog variance weight (above 1 the loss can be the root of a negative)",
+                            low=0.0, high=1.0),
     },
     "run": {
-        "output_dir": "runs/default",
-        "seed": 0,
-        "device": "auto",  # auto | cpu | cuda
-        "amp": "none",  # none | bf16 | fp16 (CUDA only)
-        "log_every": 10,
-        "checkpoint_every_steps": 500,  # latest.pth also every N steps (besides every epoch); 0: per epoch only
-        "image_every_steps": 200,
-        "merge_frozen_lora": True,  # frozen event encoder runs with LoRA folded into its weights
+        "output_dir": Key("runs/default", "folder of the run's checkpoints, logs and config.yaml"),
+        "seed": Key(0, "seed of initialization, data order and augmentation", low=0, high=2**32 - 1),
+        "device": Key("auto", "auto (cuda if available), cpu or cuda", choices=("auto", "cpu", "cuda")),
+        "amp": Key("none", "mixed precision on CUDA", choices=("none", "bf16", "fp16")),
+        "log_every": _at_least(10, 1, "log the training losses every N steps"),
+        "checkpoint_every_steps": _at_least(500, 0, "latest.pth also every N steps (0: per epoch only)"),
+        "image_every_steps": _at_least(200, 0, "TensorBoard image panel every N steps (0: never)"),
+        "merge_frozen_lora": Key(True, "frozen event encoder runs with LoRA folded into its weights"),
     },
 }
 
-CHOICES = {
-    "stage": STAGES,
-    "model.kind": (None, "fuse", "depth_anything_v2", "event_student"),
-    "model.encoder": ("vitt", "vits", "vitb", "vitl", "vitg"),
-    "model.head_size": (None, "vitt", "vits", "vitb", "vitl", "vitg"),
-    "data.dataset": ("mvsec", "dense", "eventscape"),
-    "run.device": ("auto", "cpu", "cuda"),
-    "run.amp": ("none", "bf16", "fp16"),
-}
 
-# Keys whose default is None: a value must have the type of this example.
-NULLABLE = {"data.train_split": "", "data.val_split": "", "init.depth_anything": "", "init.event_encoder": "",
-            "init.foundation": "", "optim.max_steps": 0}
+def _defaults(schema: dict) -> dict:
+    return {name: _defaults(entry) if isinstance(entry, dict) else copy.deepcopy(entry.default)
+            for name, entry in schema.items()}
 
-# Lower bounds of numbers: a zero batch or a negative epoch count would otherwise fail (or do
-# nothing) only once training has started.
-MINIMUM = {
-    "model.event_bins": 1, "model.max_depth": 0.0, "model.lora_rank": 0,
-    "data.input_size": 14, "data.workers": 0,
-    "optim.lr": 0.0, "optim.boosted_lr_mult": 0.0, "optim.weight_decay": 0.0, "optim.poly_power": 0.0,
-    "optim.epochs": 1, "optim.batch_size": 1, "optim.max_steps": 1,
-    "run.log_every": 1, "run.checkpoint_every_steps": 0, "run.image_every_steps": 0,
-}
+
+def _flat(schema: dict, prefix: str = "") -> dict[str, Key]:
+    out: dict[str, Key] = {}
+    for name, entry in schema.items():
+        if isinstance(entry, dict):
+            out |= _flat(entry, f"{prefix}{name}.")
+        else:
+            out[prefix + name] = entry
+    return out
+
+
+DEFAULTS: dict[str, Any] = _defaults(SCHEMA)
+KEYS: dict[str, Key] = _flat(SCHEMA)
 
 
 class ConfigError(ValueError):
     """A configuration key or value that is not allowed."""
 
 
-def _check(key: str, value: Any, default: Any) -> Any:
-    """``value`` converted to the type of ``default``, or a ConfigError naming the key and what it allows."""
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ConfigError(f"config key {key!r} must be one of {list(CHOICES[key])}, got {value!r}")
-    value = _check_type(key, value, NULLABLE.get(key, default))
-    if key in MINIMUM and value is not None and not value >= MINIMUM[key]:
-        raise ConfigError(f"config key {key!r} must be at least {MINIMUM[key]}, got {value!r}")
-    if key == "data.input_size" and value % 14:
-        raise ConfigError(f"config key 'data.input_size' must be a multiple of 14 (the ViT patch), got {value}")
+def _check(key: str, value: Any, spec: Key) -> Any:
+    """``value`` converted to the key's type, or a ConfigError naming the key and what it allows."""
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"config key {key!r} must be {spec.allowed()}, got {value!r}")
+    value = _check_type(key, value, spec.default if spec.default is not None else spec.example, spec)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        _check_range(key, value, spec)
     if key == "data.degradation":
         _check_degradation(value)
     return value
+
+
+def _check_range(key: str, value: float, spec: Key) -> None:
+    inside = math.isfinite(value)
+    if spec.low is not None:
+        inside = inside and (value > spec.low if spec.open_low else value >= spec.low)
+    if spec.high is not None:
+        inside = inside and (value < spec.high if spec.open_high else value <= spec.high)
+    if spec.multiple_of:
+        inside = inside and value % spec.multiple_of == 0
+    if not inside:
+        raise ConfigError(f"config key {key!r} must be {spec.allowed()}, got {value!r}")
 
 
 def _check_degradation(name: str) -> None:
@@ -124,7 +194,7 @@ def _check_degradation(name: str) -> None:
                           f"by '+', got {name!r}")
 
 
-def _check_type(key: str, value: Any, default: Any) -> Any:
+def _check_type(key: str, value: Any, default: Any, spec: Key) -> Any:
     if default is None or value is None:
         return value
     if isinstance(default, bool):
@@ -141,11 +211,27 @@ def _check_type(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(default, list) and isinstance(value, (list, tuple)):
-        return [_check(f"{key}[{i}]", v, default[0]) for i, v in enumerate(value)]
+        if len(value) != len(default):
+            raise ConfigError(f"config key {key!r} must be a list of {len(default)} numbers, got {value!r}")
+        item = Key(default[0], spec.help, low=spec.low, high=spec.high, open_low=spec.open_low,
+                   open_high=spec.open_high)
+        return [_check(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     if isinstance(default, str) and isinstance(value, str):
         return value
     kind = {int: "an integer", float: "a number", str: "a string", list: "a list"}[type(default)]
     raise ConfigError(f"config key {key!r} must be {kind}, got {value!r} ({type(value).__name__})")
+
+
+def describe_keys() -> str:
+    """Every config key with its default, allowed values and meaning (``--help-config``)."""
+    lines = ["config keys (set in a YAML file or with --set key=value):"]
+    for key, spec in KEYS.items():
+        default = "null" if spec.default is None else yaml.safe_dump(spec.default, default_flow_style=True).strip()
+        default = default.removesuffix("\n...").strip()
+        allowed = spec.allowed()
+        lines.append(f"  {key} = {default}" + (f"  ({allowed})" if allowed else ""))
+        lines.append(f"      {spec.help}")
+    return "\n".join(lines) + "\n"
 
 
 def merge(base: dict, update: dict, prefix: str = "") -> dict:
@@ -160,7 +246,7 @@ def merge(base: dict, update: dict, prefix: str = "") -> dict:
                 raise ConfigError(f"config key {full!r} must be a mapping of {sorted(base[key])}")
             out[key] = merge(base[key], value, full + ".")
         else:
-            out[key] = _check(full, value, base[key])
+            out[key] = _check(full, value, KEYS[full])
     return out
 
 
@@ -189,25 +275,41 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         config = merge(config, {"stage": stage})
     for text in overrides or []:
         config = merge(config, parse_override(text))
+    _check_relations(config)
     return config
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _check_relations(config: dict) -> None:
+    """Ranges that involve two keys."""
+    loss = config["loss"]
+    if loss["cos_beta"] > loss["cos_alpha"]:
+        raise ConfigError(f"config key 'loss.cos_beta' ({loss['cos_beta']}) must not exceed 'loss.cos_alpha' "
+                          f"({loss['cos_alpha']}): FeatureCos would keep no token")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = None) -> dict:
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        where = f" (named as base: in {referrer})" if referrer is not None else ""
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path}{where} {what}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text (YAML) file") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys")
     bases = data.pop("base", None) or []
+    bases = [bases] if isinstance(bases, str) else bases
+    if not (isinstance(bases, list) and all(isinstance(base, str) for base in bases)):
+        raise ConfigError(f"config file {path}: base: must be a file name or a list of them, got {bases!r}")
     merged: dict = copy.deepcopy(DEFAULTS)
-    for base in [bases] if isinstance(bases, str) else bases:
+    for base in bases:
         base_path = (path.parent / base).resolve()
         if base_path in seen:
             raise ConfigError(f"config file {path} includes itself through {base_path}")
-        merged = merge(merged, _read_yaml(base_path, seen + (path.resolve(),)))
+        merged = merge(merged, _read_yaml(base_path, seen + (path.resolve(),), referrer=path))
     try:
         return _diff(merge(merged, data))
     except ConfigError as error:

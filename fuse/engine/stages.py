@@ -35,6 +35,29 @@ def _is_head(name: str) -> bool:
 
 
 @dataclass(frozen=True)
+class InitFile:
+    """A checkpoint a stage reads from ``init.<key>``: which kinds of file hold what it needs.
+
+    ``kinds`` maps the student's model kind to the file kinds that fit (``fuse.engine.weights``
+    classifies files by their tensors); ``made_by`` says where the right file comes from.
+    ``head`` is the head ending the file must have where it records one.
+    """
+
+    key: str
+    kinds: dict[str, tuple[str, ...]]
+    made_by: dict[str, str]
+    required: bool = True
+    head: str | None = None
+
+
+_DAV2 = InitFile("depth_anything", {kind: ("depth_anything_v2",) for kind in ("fuse", "event_student",
+                                                                                 "depth_anything_v2")},
+                 {kind: "a Depth Anything V2 release (depth_anything_v2_<encoder>.pth) or the stand-in teacher "
+                  "(python -m fuse teacher)" for kind in ("fuse", "event_student", "depth_anything_v2")},
+                 head="relative")
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     student: str  # default model kind; ``model.kind`` may swap it (e.g. image-only baselines in adapt)
@@ -44,19 +67,36 @@ class Stage:
     trainable: Callable[[str], bool]
     boosted_lr: Callable[[str], bool]
     description: str
+    init_files: tuple[InitFile, ...] = ()
+    kinds: tuple[str, ...] = ()  # student kinds ``model.kind`` may choose (default: just ``student``)
+
+    def student_kinds(self) -> tuple[str, ...]:
+        return self.kinds or (self.student,)
 
 
 STAGES: dict[str, Stage] = {
     "align": Stage("align", "event_student", "relative", True, ("feature_cos", "l1"), _align_trainable, _is_lora,
-                   "stage 1: align an event encoder to the DA-V2 image teacher (LoRA)"),
+                   "stage 1: align an event encoder to the DA-V2 image teacher (LoRA)", (_DAV2,)),
     "fuse": Stage("fuse", "fuse", "relative", True, ("l1", "feature_cos"), lambda n: n.startswith("prompt_fuse."),
-                  _not_encoder, "stage 2: train FreDFuse on degraded inputs against the clean-image teacher"),
+                  _not_encoder, "stage 2: train FreDFuse on degraded inputs against the clean-image teacher",
+                  (_DAV2, InitFile("event_encoder", {"fuse": ("event_student",)},
+                                   {"fuse": "stage 1 (align_feature.sh: runs/align_<encoder>/model.pth)"}))),
     "adapt": Stage("adapt", "fuse", "metric", False, ("silog",), _is_head, _not_encoder,
-                   "stage 3: train the metric depth head on MVSEC or DENSE"),
+                   "stage 3: train the metric depth head on MVSEC or DENSE",
+                   (InitFile("foundation",
+                             {"fuse": ("fuse",), "depth_anything_v2": ("depth_anything_v2",),
+                              "event_student": ("event_student",)},
+                             {"fuse": "stage 2 (fuse_feature.sh: runs/fuse_<encoder>/model.pth)",
+                              "depth_anything_v2": "a Depth Anything V2 release or the stand-in teacher (image-only "
+                                                   "baseline)",
+                              "event_student": "stage 1 (align_feature.sh: runs/align_<encoder>/model.pth; "
+                                               "event-only baseline)"}),),
+                   kinds=("fuse", "depth_anything_v2", "event_student")),
     # Not a FUSE stage: a stand-in relative-depth teacher for machines without the DA-V2 weights
     # (the embedded demo). Trains the whole DA-V2 model on ground-truth inverse depth.
     "teacher": Stage("teacher", "depth_anything_v2", "relative", False, ("disparity_l1",), _all_but_mask_token,
-                     _is_head, "stand-in teacher: supervised relative depth when no DA-V2 checkpoint is at hand"),
+                     _is_head, "stand-in teacher: supervised relative depth when no DA-V2 checkpoint is at hand",
+                     (InitFile("depth_anything", _DAV2.kinds, _DAV2.made_by, required=False, head="relative"),)),
 }
 
 MODEL_INPUTS = {"depth_anything_v2": "image", "event_student": "events", "fuse": "image+events"}

@@ -36,7 +36,7 @@ from fuse.engine.config import ConfigError, dump_config
 from fuse.engine.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
 from fuse.engine.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
 from fuse.engine.stages import MODEL_INPUTS, STAGES, Stage
-from fuse.engine.weights import load_weights
+from fuse.engine.weights import load_weights, read_weights
 from fuse.models import build_model
 from fuse.models.lora import lora_layers
 from fuse.data.constants import dataset_info
@@ -44,6 +44,7 @@ from fuse.data.constants import dataset_info
 LOG = logging.getLogger("fuse.train")
 
 LATEST = "latest.pth"
+VALIDATION_SHOWN = ("loss", "abs_rel", "rmse", "a1")
 # Files a run keeps in its output folder (latest.prev.pth is the rotated previous copy).
 CHECKPOINTS = (LATEST, "latest.prev.pth", "best.pth", "model.pth")
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "batch_in_epoch", "rng", "run_config")
@@ -103,16 +104,20 @@ class Trainer:
         self.stage: Stage = STAGES[config["stage"]]
         self.kind: str = config["model"]["kind"] or self.stage.student
         run = config["run"]
+        if self.kind not in self.stage.student_kinds():
+            raise ConfigError(f"config key 'model.kind' is {self.kind}, but stage {self.stage.name} trains "
+                              f"{' or '.join(self.stage.student_kinds())} models")
         if run["device"] == "cuda" and not torch.cuda.is_available():
             raise ConfigError("config key 'run.device' is cuda, but CUDA is not available here; use auto or cpu")
+        # Everything is checked before anything is created: a refused run leaves no folder behind.
+        check_writable(run["output_dir"], create=False)
+        self.init_layouts = self._check_init_files()
         device_type = "cuda" if run["device"] == "cuda" or (run["device"] == "auto" and torch.cuda.is_available()) else "cpu"
         self.ctx: DistContext = init_distributed(device_type)
         self.device = torch.device(device_type, self.ctx.local_rank) if device_type == "cuda" else torch.device("cpu")
         if device_type == "cuda":
             torch.cuda.set_device(self.device)
         self.out = Path(run["output_dir"])
-        if self.ctx.is_main:
-            self._prepare_output_dir()
         _seed_everything(run["seed"])
         self.student, self.teacher = self._build_models()
         _seed_everything(run["seed"] + self.ctx.rank)  # dropout differs per rank, as with independent GPUs
@@ -138,6 +143,7 @@ class Trainer:
             print(f"note: {self.out} holds a checkpoint of an earlier run, which this run will replace; "
                   "stop now and pass --resume to continue that run instead", file=sys.stderr)
         if self.ctx.is_main:
+            self._prepare_output_dir()
             self._start_logging()
 
     # ---------------------------------------------------------------- setup
@@ -146,6 +152,28 @@ class Trainer:
         check_writable(self.out)
         remove_stale_temps(self.out)
         dump_config(self.config, self.out / "config.yaml")
+
+    def _check_init_files(self) -> dict:
+        """Each checkpoint the stage reads holds what the stage needs (``Stage.init_files``), or one
+        message says what it holds and which stage makes the right one. Returns the files' layouts."""
+        layouts = {}
+        for need in self.stage.init_files:
+            path = self.config["init"][need.key]
+            if not path:
+                if need.required:
+                    raise ConfigError(f"stage {self.stage.name} needs init.{need.key}: "
+                                      f"{need.made_by[self.kind]}")
+                continue
+            _, layout = read_weights(path)
+            wanted = need.kinds[self.kind]
+            head = layout.config.head if layout.config is not None else None
+            if layout.kind not in wanted or (need.head is not None and head not in (None, need.head)):
+                raise CheckpointError(
+                    f"init.{need.key}: checkpoint {path} holds {layout.describe()}, but stage {self.stage.name} of a "
+                    f"{self.kind} model needs {' or '.join(wanted)}" + (f" with a {need.head} head" if need.head else "")
+                    + f": {need.made_by[self.kind]}")
+            layouts[need.key] = layout
+        return layouts
 
     def _check_free_space(self) -> None:
         """Fail before the first step, not at a checkpoint hours later, when the checkpoints cannot fit.
@@ -158,7 +186,10 @@ class Trainer:
         latest_bytes = model_bytes + 2 * trained_bytes  # AdamW keeps two moments per trained parameter
         needed = 3 * latest_bytes + 2 * model_bytes
         present = sum((self.out / name).stat().st_size for name in CHECKPOINTS if (self.out / name).is_file())
-        free = shutil.disk_usage(self.out).free
+        existing = self.out
+        while not existing.exists():
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
         if free + present < needed:
             raise WriteError(errno.ENOSPC, f"{self.out} has {free / 2**20:.0f} MiB free, but this run's checkpoints "
                              f"need about {(needed - present) / 2**20:.0f} MiB more (latest.pth of "
@@ -178,8 +209,6 @@ class Trainer:
         self._merge_frozen_lora(student)
         teacher = None
         if stage.uses_teacher:
-            if not init["depth_anything"]:
-                raise ConfigError(f"stage {stage.name} needs a teacher: set init.depth_anything to a DA-V2 checkpoint")
             teacher = build_model("depth_anything_v2", encoder=model_cfg["encoder"], head_size=model_cfg["head_size"])
             self._log_load(load_weights(teacher, init["depth_anything"]))
             teacher.requires_grad_(False).eval().to(self.device)
@@ -204,13 +233,8 @@ class Trainer:
             # gradient; start its bias at a typical disparity so the output begins alive.
             torch.nn.init.constant_(student.depth_head.scratch.output_conv2[2].bias, 0.2)
         if name == "fuse":
-            if not init["event_encoder"]:
-                raise ConfigError("stage fuse needs init.event_encoder: the stage-1 (align) output checkpoint")
             self._log_load(load_weights(student, init["event_encoder"], into="prompt_encoder"))
         if name == "adapt":
-            if not init["foundation"]:
-                raise ConfigError("stage adapt needs init.foundation: the checkpoint to start from (stage-2 output "
-                                  "for FUSE; a DA-V2 / stage-1 checkpoint for the image- / event-only baselines)")
             parts = [part for part, _ in student.named_children() if part != "depth_head" or init["head_from_foundation"]]
             self._log_load(load_weights(student, init["foundation"], into=parts))
 
@@ -294,9 +318,35 @@ class Trainer:
                                   f"the run's own settings ({self.out / 'config.yaml'})") from None
         self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
         self.best = state.get("best", {})
+        if self.ctx.is_main:
+            self._say(f"resumed from step {self.step} (epoch {self.epoch + 1}, batch {self.batch_in_epoch}) of {path}")
+            self._note_config_changes(state["run_config"])
         self._merge_frozen_lora(self.student)
         rng = state["rng"][min(self.ctx.rank, len(state["rng"]) - 1)]
         _set_rng_state(rng)
+
+    def _note_config_changes(self, saved: dict, prefix: str = "") -> None:
+        """Print the settings that differ from the interrupted run's (allowed, but the user should know)."""
+        for key, now in self._flat(self.config).items():
+            before = self._flat(saved).get(key)
+            if before != now:
+                print(f"note: {key} is {now!r} now, {before!r} in the interrupted run", file=sys.stderr)
+
+    @staticmethod
+    def _flat(config: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in config.items():
+            if isinstance(value, dict):
+                out |= Trainer._flat(value, f"{prefix}{key}.")
+            else:
+                out[prefix + key] = value
+        return out
+
+    def _say(self, message: str) -> None:
+        """A line on the console (between progress bars) and in train.log."""
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()
+        LOG.info(message)
 
     def _gather_rng(self) -> list:
         states = [_rng_state()]
@@ -427,11 +477,16 @@ class Trainer:
         metrics = self.validate() if self.val_set is not None else {}
         if metrics and self.ctx.is_main:
             key, value = self._selection(metrics)
-            LOG.info("epoch %d validation: %s", self.epoch, {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)})
             self._log_scalars("val", {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, None)
-            if value is not None and (key not in self.best or value < self.best[key]):
+            improved = value is not None and (key not in self.best or value < self.best[key])
+            if improved:
                 self.best = {key: value, "epoch": self.epoch}
                 self.export("best.pth")
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in VALIDATION_SHOWN and isinstance(v, float))
+            best = (f"new best, wrote {self.out / 'best.pth'}" if improved
+                    else f"best {self.best.get(key, float('nan')):.4g} at epoch {self.best.get('epoch', '?')}")
+            self._say(f"{self.stage.name} epoch {self.epoch}/{self.config['optim']['epochs']} validation: {shown} "
+                      f"({best})")
         self.save_latest()
 
     def _selection(self, metrics: dict) -> tuple[str, float | None]:
@@ -495,7 +550,11 @@ def train(config: dict, resume: bool = False) -> dict:
         started = time.time()
         result = trainer.fit()
         if trainer.ctx.is_main:
-            LOG.info("done in %.1f s; best %s", time.time() - started, trainer.best)
+            best = (f"; best.pth: epoch {trainer.best['epoch']} ("
+                    + ", ".join(f"{k} {v:.4g}" for k, v in trainer.best.items() if k != "epoch") + ")"
+                    if trainer.best else "")
+            trainer._say(f"{trainer.stage.name} done in {time.time() - started:.1f} s at step {trainer.step}: wrote "
+                         f"{trainer.out / 'model.pth'}{best}")
         return result
     finally:
         cleanup()

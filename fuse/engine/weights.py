@@ -39,13 +39,20 @@ class FileLayout:
     event_bins: int | None
     has_lora: bool
     config: ModelConfig | None = None
+    run_config: dict | None = None  # the training config of this project's files (input size, dataset, stage)
 
     def describe(self) -> str:
         parts = [f"a {self.kind} checkpoint with encoder {self.encoder}"]
         if self.head_size:
             parts.append(f"head {self.head_size}")
-        if self.event_bins is not None:
+        if self.config is not None:
+            parts.append(f"{self.config.head} head" + (f" (max depth {self.config.max_depth:g} m)"
+                                                       if self.config.head == "metric" else ""))
+        if self.event_bins is not None and self.kind != "depth_anything_v2":
             parts.append(f"{self.event_bins} event bins")
+        stage = (self.run_config or {}).get("stage")
+        if stage:
+            parts.append(f"written by stage {stage}")
         return ", ".join(parts)
 
 
@@ -138,7 +145,12 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], File
     layout = inspect_state(state, str(path))
     if raw.get("format") == FORMAT:
         layout.ours = True
-        layout.config = ModelConfig.from_dict(raw["model_config"])
+        try:
+            layout.config = ModelConfig.from_dict(raw["model_config"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path} has a damaged model_config ({error})") from None
+        run_config = raw.get("run_config")
+        layout.run_config = run_config if isinstance(run_config, dict) else None
     return state, layout
 
 
