@@ -41,8 +41,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 started=$SECONDS
 
 step "1/6 synthetic MVSEC-format recordings (day train, day test, night test) -> $data"
-make() {  # name frames seed [--night]
-  [[ -f "$data/$1_data.hdf5" && -f "$data/$1_gt.hdf5" ]] && { echo "$1: exists"; return; }
+make() {  # name frames seed [--night]; an existing recording is kept only if made with the same settings
   "$PYTHON" "$here/scripts/make_synthetic.py" --out "$data" --name "$1" --frames "$2" --seed "$3" "${@:4}"
 }
 make day_train "$FRAMES" "$SEED"
@@ -79,10 +78,10 @@ CONFIG="$configs/adapt.yaml" FOUNDATION="$runs/align/model.pth" OUT="$runs/adapt
 step "5/6 run.sh (depth maps, colored PNGs, panels) and eval.sh on the test recordings"
 for test in day_test night_test; do
   "$here/run.sh" -c "$runs/adapt_fuse/model.pth" -s "$processed/$test.txt" -o "$OUT/predictions/fuse_$test" \
-    --no-progress
+    --no-progress --overwrite
   for model in fuse image events; do
     CHECKPOINT="$runs/adapt_$model/model.pth" SPLIT="$processed/$test.txt" PRED="$OUT/predictions/${model}_$test" \
-      OUT="$OUT/eval/${model}_$test" "$here/eval.sh" --no-progress > /dev/null
+      OUT="$OUT/eval/${model}_$test" "$here/eval.sh" --no-progress --overwrite > /dev/null
   done
 done
 

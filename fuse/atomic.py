@@ -65,7 +65,13 @@ def check_writable(folder: str | os.PathLike, create: bool = True) -> Path:
             target = target.parent
     if not target.is_dir():
         raise WriteError(errno.ENOTDIR, f"cannot write into {folder}: {target} is not a folder", os.fspath(folder))
-    probe = atomic_write(target / ".write_test", lambda handle: handle.write(b"0" * 4096))
+    try:
+        probe = atomic_write(target / ".write_test", lambda handle: handle.write(b"0" * 4096))
+    except WriteError as error:
+        if target == folder:
+            raise
+        raise write_error(folder, OSError(error.errno, f"{error.strerror.split(': ', 1)[-1].split(';')[0]} "
+                                                       f"(in {target}, where it would be created)")) from None
     probe.unlink()
     return folder
 
@@ -132,12 +138,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], f
         if fsync:
             _fsync_folder(path.parent)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise write_error(path, error) from error
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove_quietly(tmp)
         raise
     return path
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a temp file if it was made; a folder that refuses this too (read-only) must not turn
+    the one clear error about the write into a second one."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -20,8 +20,11 @@ from typing import Any
 from fuse.atomic import write_text_atomic
 
 MANIFEST = "provenance.json"
+# The files of one prepared sequence (``fuse.data.prep`` layout).
+SAMPLE_PATTERNS = ("images/*.png", "depths/*.npy", "voxels/*.npy", "events/*.npy")
 FORMAT = "fuse-output/1"
 _CHUNK = 1 << 22
+_ENDS = 1 << 20
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
@@ -44,13 +47,29 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def file_identity(path: str | os.PathLike, content: bool = True) -> dict[str, Any]:
-    """A file as a data source: its absolute path and content hash, or (``content=False``, for
-    recordings of many GB) its size and modification time."""
+    """A file as a data source, independent of where it lies: its name and content hash, or
+    (``content=False``, for recordings of many GB) its size and a hash of its first and last MiB."""
     path = Path(path)
     if content:
-        return {"path": str(path.resolve()), "sha256": file_sha256(path)}
-    stat = path.stat()
-    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        return {"name": path.name, "sha256": file_sha256(path)}
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_ENDS))
+        handle.seek(max(size - _ENDS, 0))
+        digest.update(handle.read(_ENDS))
+    return {"name": path.name, "bytes": size, "sha256_ends": digest.hexdigest()}
+
+
+def files_identity(paths: Iterable[str | os.PathLike]) -> dict[str, Any]:
+    """Many source files at once (a sequence folder of images, depths and event windows): their
+    count and a hash of their names and sizes."""
+    digest, count = hashlib.sha256(), 0
+    for path in paths:
+        path = Path(path)
+        digest.update(f"{path.parent.name}/{path.name}:{path.stat().st_size}\n".encode())
+        count += 1
+    return {"files": count, "sha256_names_sizes": digest.hexdigest()}
 
 
 def identity_key(identity: dict[str, Any]) -> str:
@@ -81,16 +100,13 @@ class OutputFolder:
     """
 
     def __init__(self, folder: str | os.PathLike, command: str, identity: dict[str, Any],
-                 patterns: Iterable[str], overwrite: bool = False) -> None:
+                 patterns: Iterable[str], overwrite: bool = False, manifest: str = MANIFEST) -> None:
         self.folder = Path(folder)
+        self.manifest = self.folder / manifest
         self.command = command
         self.identity = json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
         self.patterns = tuple(patterns)
         self.overwrite = overwrite
-
-    @property
-    def manifest(self) -> Path:
-        return self.folder / MANIFEST
 
     def outputs(self) -> list[Path]:
         if not self.folder.is_dir():
@@ -110,6 +126,11 @@ class OutputFolder:
                                   "output folder or pass --overwrite to start over")
         return data["made_by"]
 
+    def complete(self) -> bool:
+        """Every file of ``patterns`` (taken as plain names) exists and was made with this identity."""
+        return (not self.overwrite and self.recorded() == self.identity
+                and all((self.folder / name).is_file() for name in self.patterns))
+
     def check(self) -> None:
         """Raise ``ProvenanceError`` when the folder holds files this run would not have made."""
         if self.overwrite:
@@ -120,7 +141,7 @@ class OutputFolder:
             if existing:
                 raise ProvenanceError(
                     f"{self.folder} already holds {len(existing)} output files (e.g. {existing[0]}) but no "
-                    f"{MANIFEST} saying what made them, so they cannot be reused safely; choose another output "
+                    f"{self.manifest.name} saying what made them, so they cannot be reused safely; choose another output "
                     "folder or pass --overwrite to delete them and start over")
             return
         differences = _differences(recorded, self.identity)
@@ -135,5 +156,7 @@ class OutputFolder:
         if self.overwrite:
             for path in self.outputs():
                 path.unlink()
+        elif self.recorded() == self.identity:
+            return
         write_text_atomic(self.manifest, json.dumps({"format": FORMAT, "command": self.command,
                                                      "made_by": self.identity}, indent=2) + "\n")

@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 
 from tqdm import tqdm  # noqa: E402
 
+from fuse.cli.ranges import positive_int  # noqa: E402
 from fuse.data import prep  # noqa: E402
 
 _MAX_LISTED_MISSING = 5
@@ -97,7 +98,7 @@ def rebuild(job: Job, num_bins: int, overwrite: bool) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("lists", nargs="+", type=Path, help="split list(s) of the processed layout")
-    parser.add_argument("--numbins", type=int, required=True, help="new number of voxel bins")
+    parser.add_argument("--numbins", type=positive_int, required=True, help="new number of voxel bins")
     parser.add_argument("--voxels-dir", help="name of the new voxel folder (default voxels_<N>bins)")
     parser.add_argument("--suffix", help="appended to each list's name for the new list (default _<N>bins)")
     prep.add_common_arguments(parser)

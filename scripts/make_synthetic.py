@@ -14,21 +14,40 @@ import h5py
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fuse.cli.ranges import non_negative_int, positive_int  # noqa: E402
+from fuse.atomic import WriteError  # noqa: E402
+from fuse.provenance import OutputFolder, ProvenanceError  # noqa: E402
 from fuse.data.synthetic import MVSEC_HEIGHT, MVSEC_WIDTH, write_recording  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--name", required=True, help="recording name: writes <name>_data.hdf5, <name>_gt.hdf5")
-    parser.add_argument("--frames", type=int, default=200, help="number of depth frames (20 Hz)")
-    parser.add_argument("--seed", type=int, default=0, help="scene layout, trajectory and noise seed")
+    parser.add_argument("--frames", type=positive_int, default=200, help="number of depth frames (20 Hz)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="scene layout, trajectory and noise seed")
     parser.add_argument("--night", action="store_true", help="dark, noisy, blurred images (same scene)")
-    parser.add_argument("--height", type=int, default=MVSEC_HEIGHT)
-    parser.add_argument("--width", type=int, default=MVSEC_WIDTH)
-    parser.add_argument("--workers", type=int, default=2, help="render threads (output does not depend on it)")
+    parser.add_argument("--height", type=positive_int, default=MVSEC_HEIGHT)
+    parser.add_argument("--width", type=positive_int, default=MVSEC_WIDTH)
+    parser.add_argument("--workers", type=positive_int, default=2, help="render threads (output does not depend on it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a recording of this name made with other settings")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the recording, or keep the existing one when ``<name>.provenance.json`` says it was
+    made with the same settings; one made with other settings is refused (exit 2) unless ``--overwrite``."""
+    settings = {key: getattr(args, key) for key in ("frames", "seed", "night", "height", "width")}
+    folder = OutputFolder(args.out, "make_synthetic", settings, (f"{args.name}_data.hdf5", f"{args.name}_gt.hdf5"),
+                          overwrite=args.overwrite, manifest=f"{args.name}.provenance.json")
+    try:
+        if folder.complete():
+            print(f"{args.name}: exists in {args.out} with the same settings")
+            return 0
+        folder.check()
+        folder.start()
+    except (ProvenanceError, WriteError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     data_path, gt_path = write_recording(args.out, args.name, frames=args.frames, seed=args.seed, night=args.night,
                                          height=args.height, width=args.width, workers=args.workers, progress=True)

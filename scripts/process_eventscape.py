@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 
 import numpy as np  # noqa: E402
 
+from fuse.cli.ranges import positive_float  # noqa: E402
 from fuse.data import prep  # noqa: E402
 from fuse.data.constants import dataset_info  # noqa: E402
 
@@ -132,10 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="stored depth: normalized log depth, metres, or decide per file (default)",
     )
-    parser.add_argument("--max-depth", type=float, default=info.max_depth, help="D_max of the log encoding")
+    parser.add_argument("--max-depth", type=positive_float, default=info.max_depth, help="D_max of the log encoding")
     parser.add_argument(
         "--reg-factor",
-        type=float,
+        type=positive_float,
         default=info.reg_factor,
         help="alpha of the log encoding (FUSE uses 5.7, RAM-Net's README 5.70378)",
     )

@@ -21,6 +21,7 @@ if __package__ in (None, ""):
 from fuse.atomic import WriteError, check_writable  # noqa: E402
 from fuse.events.mvsec import RecordingError  # noqa: E402
 from fuse.events.mvsec_export import DEFAULT_SEQUENCES, ExportSummary, export_sequence  # noqa: E402
+from fuse.provenance import ProvenanceError  # noqa: E402
 
 
 def _positive_int(text: str) -> int:
@@ -72,7 +73,7 @@ def _export(args: argparse.Namespace, sequence: str, failed: list[str]) -> Expor
             args.root, args.out, sequence, num_bins=args.numbins, save_events=args.save_events,
             overwrite=args.overwrite, chunk_size=args.chunk_size,
         )
-    except RecordingError as err:
+    except (RecordingError, ProvenanceError) as err:
         if args.debug:
             raise
         print(f"error: sequence {sequence}: {err}", file=sys.stderr)

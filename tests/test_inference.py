@@ -281,10 +281,14 @@ def test_infer_bad_checkpoint_and_arguments_exit_2(workspace, tmp_path, capsys):
     assert main(["infer", "--checkpoint", str(missing), "--split", str(workspace["split"]), "--dataset", "mvsec",
                  "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert str(missing) in capsys.readouterr().err
-    for option, value in (("--size", "50"), ("--fps", "0"), ("--max-depth", "-1"), ("--limit", "0")):
-        assert main(["infer", "--checkpoint", str(workspace["checkpoint"]), "--split", str(workspace["split"]),
-                     "--out", str(tmp_path / "out"), "--no-progress", option, value]) == 2
-        assert option in capsys.readouterr().err
+    common = ["infer", "--checkpoint", str(workspace["checkpoint"]), "--split", str(workspace["split"]),
+              "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main([*common, "--size", "50"]) == 2
+    assert "--size must be a multiple of 14 and at least 56" in capsys.readouterr().err
+    for option, value in (("--fps", "0"), ("--max-depth", "-1"), ("--limit", "0"), ("--batch-size", "0")):
+        with pytest.raises(SystemExit, match="2"):  # argparse: usage and exit code 2
+            main([*common, option, value])
+        assert f"argument {option}: must be" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     (tmp_path / "file").write_text("")
     assert infer(workspace, tmp_path / "file") == 2

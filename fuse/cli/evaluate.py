@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 from fuse.atomic import WriteError, write_text_atomic
+from fuse.cli.ranges import positive_float, positive_int
 from fuse.data.constants import DATASETS, dataset_info
 from fuse.engine.metrics import (
     PRED_FORMATS,
@@ -43,12 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="network input size for --checkpoint (default: the checkpoint's training size, else 266)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="precision of the network for --checkpoint (bf16: faster, not the published protocol)")
-    parser.add_argument("--max-depth", type=float, default=None,
+    parser.add_argument("--max-depth", type=positive_float, default=None,
                         help="metric head scale of an upstream --checkpoint (it is not recorded in such files)")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                         help="depth range and log encoding of the protocol (default with --checkpoint: the "
                              "checkpoint's training dataset)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N frames")
     parser.add_argument("--overwrite", action="store_true",
                         help="with --checkpoint: delete earlier predictions in --pred and predict again")
     parser.add_argument(
@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how predictions are stored: metric depth (what the published tables used), "
         "normalized log depth, or disparity (inverted and clipped to the evaluated range)",
     )
-    parser.add_argument("--clip-distance", type=float, default=None, help="D_max in metres (default: the dataset's)")
-    parser.add_argument("--reg-factor", type=float, default=None, help="alpha of the log encoding (default: the dataset's)")
+    parser.add_argument("--clip-distance", type=positive_float, default=None, help="D_max in metres (default: the dataset's)")
+    parser.add_argument("--reg-factor", type=positive_float, default=None, help="alpha of the log encoding (default: the dataset's)")
     parser.add_argument(
         "--rescale-target",
         action="store_true",
@@ -93,12 +93,6 @@ def published_rows(dataset: str, size: str | None, sequence: str | None) -> list
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    for option, value in (("--clip-distance", args.clip_distance), ("--reg-factor", args.reg_factor),
-                          ("--max-depth", args.max_depth)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise EvalInputError(f"{option} must be a finite number > 0, got {value}")
-    if args.limit is not None and args.limit < 1:
-        raise EvalInputError(f"--limit must be at least 1, got {args.limit}")
     if not (args.checkpoint or args.split) and args.dataset is None:
         raise EvalInputError("--dataset is required when scoring folders (mvsec, dense or eventscape)")
 

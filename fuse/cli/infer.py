@@ -24,7 +24,6 @@ refuses writes give one line naming the file and exit code 2, and create nothing
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -62,6 +61,7 @@ from fuse.engine.visualize import (
 from fuse.engine.weights import FileLayout, load_model
 from fuse.models import ModelConfig
 from fuse.models.dpt import HEAD_KINDS
+from fuse.cli.ranges import positive_float, positive_int
 from fuse.provenance import OutputFolder, file_identity, file_sha256, identity_key
 
 EXIT_BAD_INPUT = 2
@@ -91,17 +91,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None,
                         help=f"network input lower bound, a multiple of 14 >= {MIN_SIZE} (default: the "
                              f"checkpoint's training input size, else {FALLBACK_SIZE})")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (faithful, default) or bf16 (a bfloat16 copy of the weights: faster, "
                              "relative depth error ~3e-3, see BENCHMARKS.md)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
     parser.add_argument("--mp4", action="store_true", help="also write OUT/panels.mp4")
-    parser.add_argument("--fps", type=float, default=10.0, help="frame rate of panels.mp4")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N frames")
+    parser.add_argument("--fps", type=positive_float, default=10.0, help="frame rate of panels.mp4")
+    parser.add_argument("--limit", type=positive_int, default=None, help="only the first N frames")
     parser.add_argument("--head", choices=HEAD_KINDS, default=None,
                         help="head ending for files that do not record it (upstream FUSE files: metric)")
-    parser.add_argument("--max-depth", type=float, default=None,
+    parser.add_argument("--max-depth", type=positive_float, default=None,
                         help="metric head scale for files that do not record it (upstream: 80 MVSEC, 1000 DENSE)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the folder's earlier outputs and predict every frame again")
@@ -141,13 +141,6 @@ def resolve_device(name: str) -> torch.device:
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.size is not None and (args.size < MIN_SIZE or args.size % 14):
         raise InferInputError(f"--size must be a multiple of 14 and at least {MIN_SIZE}, got {args.size}")
-    if args.batch_size < 1:
-        raise InferInputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.limit is not None and args.limit < 1:
-        raise InferInputError(f"--limit must be at least 1, got {args.limit}")
-    for option, value in (("--fps", args.fps), ("--max-depth", args.max_depth)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise InferInputError(f"{option} must be a finite number > 0, got {value}")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
         raise InferInputError(f"--out {args.out} exists and is not a folder")
 

@@ -26,7 +26,9 @@ import numpy as np
 from tqdm import tqdm
 
 from fuse.atomic import WriteError, remove_stale_temps, save_npy_atomic, write_bytes_atomic, write_text_atomic
+from fuse.cli.ranges import non_negative_float, positive_int
 from fuse.events import voxel_grid
+from fuse.provenance import SAMPLE_PATTERNS, OutputFolder, ProvenanceError, files_identity
 
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
@@ -46,14 +48,14 @@ def add_split_dataset_arguments(parser: argparse.ArgumentParser, root_help: str,
     parser.add_argument("--root", type=Path, required=True, help=root_help)
     parser.add_argument("--out", type=Path, required=True, help="output folder of the processed layout")
     parser.add_argument("--splits", nargs="+", choices=tuple(splits), help="splits to convert (default: every one present)")
-    parser.add_argument("--numbins", type=int, default=3, help="voxel bins (default 3, what FUSE's encoder takes)")
+    parser.add_argument("--numbins", type=positive_int, default=3, help="voxel bins (default 3, what FUSE's encoder takes)")
     parser.add_argument(
         "--match",
         choices=("auto", "timestamps", "index"),
         default="auto",
         help="pair event windows with frames by timestamps.txt or by file index (auto: timestamps when present)",
     )
-    parser.add_argument("--sync-tol", type=float, default=1e-5, help="timestamp pairing tolerance, in file units")
+    parser.add_argument("--sync-tol", type=non_negative_float, default=1e-5, help="timestamp pairing tolerance, in file units")
     parser.add_argument("--save-events", action="store_true", help="also store each raw window as events/<frame>.npy")
     add_common_arguments(parser)
 
@@ -68,7 +70,7 @@ def run_script(
         return int(exc.code or 0)
     try:
         return int(run(args) or 0)
-    except (PrepError, WriteError) as exc:
+    except (PrepError, ProvenanceError, WriteError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -336,18 +338,29 @@ def convert_split(
     save_events: bool,
     overwrite: bool,
     desc: str,
+    settings: dict | None = None,
 ) -> tuple[int, int]:
     """Convert every planned sample of a split and write its split lists.
 
     Writes ``<out_root>/<split>/<seq>.txt`` per sequence and ``<out_root>/<split>.txt`` for
-    the split; finished samples are skipped unless ``overwrite``. Returns (samples, written).
+    the split; finished samples are skipped unless ``overwrite``, and reused only when the
+    sequence folder's ``provenance.json`` names the same source files and ``settings``
+    (``fuse.provenance``). Returns (samples, written).
     """
     out_dir = out_root / split
     total = sum(len(samples) for _, samples in plan)
+    folders = [OutputFolder(out_dir / name, "preparation",
+                            {"source": files_identity(path for sample in samples
+                                                      for path in (sample.image, sample.depth, sample.events)),
+                             "num_bins": num_bins, "settings": settings or {}},
+                            SAMPLE_PATTERNS, overwrite=overwrite) for name, samples in plan]
+    for folder in folders:
+        folder.check()
     split_lines, written = [], 0
     with tqdm(total=total, desc=desc, unit="frame") as bar:
-        for name, samples in plan:
+        for (name, samples), folder in zip(plan, folders):
             seq_out = out_dir / name
+            folder.start()
             for folder in ("images", "depths", "voxels", "events"):
                 remove_stale_temps(seq_out / folder)  # left by a run killed mid-write
             lines = []
@@ -388,6 +401,10 @@ def pair_sequence(seq_dir: Path, layout: FolderLayout, match: str, tol: float) -
     )
 
 
+# Options that do not change what a prepared file holds (everything else is recorded as a setting).
+OPERATIONAL_OPTIONS = frozenset({"root", "out", "splits", "overwrite", "debug", "save_events", "numbins"})
+
+
 def process_split(
     split: str,
     split_dir: Path,
@@ -404,8 +421,10 @@ def process_split(
         plan.append((name, samples))
     if not any(samples for _, samples in plan):
         raise PrepError(f"no event window of {split_dir} could be paired with an RGB frame and a depth map")
+    settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
+                if key not in OPERATIONAL_OPTIONS}
     total, written = convert_split(args.out, split, plan, convert_sample, args.numbins, args.save_events,
-                                   args.overwrite, desc=f"{layout.label} {split}")
+                                   args.overwrite, desc=f"{layout.label} {split}", settings=settings)
     print(
         f"{split}: {len(plan)} sequence(s), {total} sample(s) ({written} written, {total - written} already there), "
         f"{unpaired} unpaired event window(s) -> {args.out / f'{split}.txt'}"

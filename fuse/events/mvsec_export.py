@@ -29,6 +29,7 @@ from tqdm import tqdm
 from fuse.atomic import TEMP_SUFFIX, atomic_write
 from fuse.events.mvsec import FrameInfo, MvsecRecording, RecordingError
 from fuse.events.voxel import voxel_grid
+from fuse.provenance import SAMPLE_PATTERNS, OutputFolder, file_identity
 
 __all__ = ["DEFAULT_SEQUENCES", "ExportSummary", "export_sequence", "split_line"]
 
@@ -92,6 +93,11 @@ def export_sequence(
     created: list[str] = []
     with MvsecRecording.from_root(root, sequence, chunk_size=chunk_size) as rec:
         summary.frames = rec.num_frames
+        output = OutputFolder(os.path.join(out, sequence), "process_mvsec_hdf5",
+                              {"source": {"data": file_identity(rec.data_path, content=False),
+                                          "gt": file_identity(rec.gt_path, content=False)},
+                               "num_bins": num_bins}, SAMPLE_PATTERNS, overwrite=overwrite)
+        output.check()
         try:
             folders = {kind: os.path.join(out, sequence, kind) for kind in ("images", "depths", "voxels", "events")}
             for kind, folder in folders.items():
@@ -99,6 +105,9 @@ def export_sequence(
                     _make_dirs(folder, created)
                     _remove_partials(folder, ".")
             _remove_partials(out, f".{sequence}.txt.")
+            if not output.manifest.exists():
+                created.append(os.fspath(output.manifest))
+            output.start()
 
             lines = []
             show = None if progress is None else not progress
