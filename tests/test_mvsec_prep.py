@@ -162,7 +162,10 @@ def test_rerun_skips_and_repairs(script, rec, tmp_path, capsys):
 
     assert run(script, rec, out, "--overwrite") == 0
     assert "17 written" in capsys.readouterr().out
-    assert run(script, rec, out, "--numbins", "5") == 0
+    assert run(script, rec, out, "--numbins", "5") == 2  # made with 3 bins: never mixed with 5-bin files
+    assert "num_bins: 3 there, 5 now" in capsys.readouterr().err
+    assert np.load(out / SEQ / "voxels" / "000000.npy").shape == (3, rec.height, rec.width)
+    assert run(script, rec, out, "--numbins", "5", "--overwrite") == 0
     assert "17 written" in capsys.readouterr().out
     assert np.load(out / SEQ / "voxels" / "000000.npy").shape == (5, rec.height, rec.width)
 
