@@ -55,8 +55,13 @@ def plan_list(list_path: Path, voxels_dir: str, suffix: str) -> tuple[list[Job],
     if not list_path.is_file():
         raise prep.PrepError(f"split list not found: {list_path}")
     base = list_path.parent
+    try:
+        text = list_path.read_text()
+    except UnicodeDecodeError:
+        raise prep.PrepError(f"split list {list_path} is not a text file (lines <image.png> <depth.npy> "
+                             "<voxel.npy>); check the path") from None
     jobs, lines = [], []
-    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import zipfile
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -67,12 +68,15 @@ def is_normalized_log(depth: np.ndarray) -> bool:
 def load_events_npz(path: Path) -> np.ndarray:
     """(N, 4) t, x, y, p from an EventScape ``*_events.npz``."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            raise prep.PrepError(f"{path} is a single .npy array, not an .npz archive with keys t, x, y, p")
+        with data:
             missing = [key for key in EVENT_KEYS if key not in data.files]
             if missing:
                 raise prep.PrepError(f"{path} lacks key(s) {', '.join(missing)} (has {', '.join(data.files)})")
             columns = [np.asarray(data[key], dtype=np.float64).ravel() for key in EVENT_KEYS]
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise prep.PrepError(f"cannot read {path}: {exc}") from exc
     if len({len(column) for column in columns}) != 1:
         raise prep.PrepError(f"{path}: keys t, x, y, p have different lengths")

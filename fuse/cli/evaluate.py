@@ -183,11 +183,11 @@ def _check_checkpoint(args: argparse.Namespace) -> None:
     from fuse.engine.weights import read_weights
 
     _, layout = read_weights(args.checkpoint)
+    head = layout.config.head if layout.config is not None else ("metric" if layout.kind == "fuse" else "relative")
+    _check_prediction_kind(head, f"checkpoint {args.checkpoint} ({layout.describe()})", args)
     if args.dataset is None and not ((layout.run_config or {}).get("data") or {}).get("dataset"):
         raise EvalInputError(f"checkpoint {args.checkpoint} does not record its dataset; pass --dataset (mvsec, "
                              "dense or eventscape): it fixes the evaluated depth range")
-    head = layout.config.head if layout.config is not None else ("metric" if layout.kind == "fuse" else "relative")
-    _check_prediction_kind(head, f"checkpoint {args.checkpoint} ({layout.describe()})", args)
 
 
 def _report(args: argparse.Namespace, metrics: dict) -> int:

@@ -53,8 +53,13 @@ def read_split_list(split_file: str | os.PathLike) -> list[tuple[Path, Path, Pat
     if not split_file.is_file():
         raise FileNotFoundError(f"split list not found: {split_file}")
     base = split_file.parent
+    try:
+        text = split_file.read_text()
+    except UnicodeDecodeError:
+        raise DataFormatError(f"split list {split_file} is not a text file (lines <image.png> <depth.npy> "
+                              "<voxel.npy>); check the path") from None
     samples = []
-    for number, line in enumerate(split_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -97,9 +102,13 @@ def load_image_rgb(path: Path) -> np.ndarray:
 def load_npy(path: Path) -> np.ndarray:
     """``np.load`` without pickles, turning every read failure into an error naming the file."""
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataFormatError(f"cannot read npy file (corrupt or truncated?): {path}: {exc}") from exc
+    if not isinstance(array, np.ndarray):  # np.load opens any zip (.npz, a checkpoint) as an archive
+        array.close()
+        raise DataFormatError(f"not an npy file (a zip archive such as .npz or a checkpoint): {path}")
+    return array
 
 
 def load_depth(path: Path, height: int, width: int) -> np.ndarray:

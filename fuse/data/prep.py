@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,20 +97,21 @@ def save_text(path: Path, lines: Iterable[str]) -> None:
     write_text_atomic(path, "".join(f"{line}\n" for line in lines))
 
 
-def load_npy(path: Path) -> np.ndarray:
+def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
     """``np.load`` that reports unreadable files as ``PrepError`` naming the file."""
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise PrepError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(array, np.ndarray):  # np.load opens any zip (.npz, a checkpoint) as an archive
+        array.close()
+        raise PrepError(f"cannot read {path}: it is a zip archive (.npz or a checkpoint), not an .npy array")
+    return array
 
 
 def npy_shape(path: Path) -> tuple[int, ...]:
     """Shape stored in a ``.npy`` header, without reading the data."""
-    try:
-        return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
-    except (OSError, ValueError, EOFError) as exc:
-        raise PrepError(f"cannot read {path}: {exc}") from exc
+    return tuple(load_npy(path, mmap_mode="r").shape)
 
 
 def png_complete(path: Path) -> bool:
@@ -182,9 +184,13 @@ def read_timestamps(path: Path) -> np.ndarray:
     This positional reading is how E2Depth's and RAM-Net's loaders use these files.
     """
     try:
-        table = np.loadtxt(path, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": reported below
+            table = np.loadtxt(path, ndmin=2)
     except ValueError as exc:
         raise PrepError(f"cannot parse timestamps (expected lines 'index time'): {path}: {exc}") from exc
+    if table.size == 0:
+        raise PrepError(f"timestamps file is empty: {path}")
     if table.shape[1] < 2:
         raise PrepError(f"timestamps need two columns 'index time': {path}")
     return table[:, 1]
@@ -254,7 +260,14 @@ def pair_windows(
         for stamps in (event_stamps, depth_stamps):
             if not stamps.is_file():
                 raise PrepError(f"pairing by timestamps needs {stamps}")
-        pairs = match_to_frames(read_timestamps(event_stamps), read_timestamps(depth_stamps), tol)
+        event_ts, depth_ts = read_timestamps(event_stamps), read_timestamps(depth_stamps)
+        for stamps, times, files in ((event_stamps, event_ts, windows), (depth_stamps, depth_ts, depths)):
+            unstamped = [path.name for index, path in sorted(files.items()) if index >= len(times)]
+            if unstamped:
+                raise PrepError(f"{stamps} has {len(times)} rows but {len(unstamped)} file(s) have none (first: "
+                                f"{unstamped[0]}; row i is the time of file index i): cut short, or another "
+                                "sequence's file?")
+        pairs = match_to_frames(event_ts, depth_ts, tol)
     else:
         pairs = {index: index for index in windows}
 
@@ -357,24 +370,53 @@ def convert_split(
     for folder in folders:
         folder.check()
     split_lines, written = [], 0
-    with tqdm(total=total, desc=desc, unit="frame") as bar:
-        for (name, samples), folder in zip(plan, folders):
-            seq_out = out_dir / name
-            folder.start()
-            for folder in ("images", "depths", "voxels", "events"):
-                remove_stale_temps(seq_out / folder)  # left by a run killed mid-write
-            lines = []
-            for sample in samples:
-                stem = sample_stem(sample.frame)
-                if overwrite or not sample_is_done(seq_out, stem, num_bins, save_events):
-                    convert(sample, seq_out, stem)
-                    written += 1
-                lines.append(sample_line(name, stem))
-                split_lines.append(sample_line(f"{split}/{name}", stem))
-                bar.update()
-            save_text(out_dir / f"{name}.txt", lines)
-    save_text(out_root / f"{split}.txt", split_lines)
+    created: list[Path] = []  # files and folders this run made: removed again when an input turns out bad
+    try:
+        with tqdm(total=total, desc=desc, unit="frame") as bar:
+            for (name, samples), folder in zip(plan, folders):
+                seq_out = out_dir / name
+                _note_new(folder.manifest, created)
+                folder.start()
+                for folder in ("images", "depths", "voxels", "events"):
+                    remove_stale_temps(seq_out / folder)  # left by a run killed mid-write
+                lines = []
+                for sample in samples:
+                    stem = sample_stem(sample.frame)
+                    if overwrite or not sample_is_done(seq_out, stem, num_bins, save_events):
+                        for path in sample_paths(seq_out, stem).values():
+                            _note_new(path, created)
+                        convert(sample, seq_out, stem)
+                        written += 1
+                    lines.append(sample_line(name, stem))
+                    split_lines.append(sample_line(f"{split}/{name}", stem))
+                    bar.update()
+                _note_new(out_dir / f"{name}.txt", created)
+                save_text(out_dir / f"{name}.txt", lines)
+        _note_new(out_root / f"{split}.txt", created)
+        save_text(out_root / f"{split}.txt", split_lines)
+    except PrepError:
+        _remove_created(created)
+        raise
     return total, written
+
+
+def _note_new(path: Path, created: list[Path]) -> None:
+    """Remember ``path`` and its missing parent folders (outermost first) if they do not exist yet."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    created.extend(reversed(missing))
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Undo a failed run: delete the files it created, then the folders it created if they are empty."""
+    for path in reversed(created):
+        if path.is_dir():
+            if not any(path.iterdir()):
+                path.rmdir()
+        elif path.exists():
+            path.unlink()
 
 
 @dataclass(frozen=True)

@@ -353,6 +353,9 @@ def load_frame(path: Path) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise EvalInputError(f"cannot read {path} as a .npy array: {exc}") from exc
+    if not isinstance(array, np.ndarray):  # np.load opens any zip (.npz, a checkpoint) as an archive
+        array.close()
+        raise EvalInputError(f"cannot read {path} as a .npy array: it is a zip archive (.npz or a checkpoint)")
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise EvalInputError(f"{path} holds {array.dtype} values, not depths")
     return array

@@ -483,8 +483,12 @@ class Trainer:
                 self.best = {key: value, "epoch": self.epoch}
                 self.export("best.pth")
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in VALIDATION_SHOWN and isinstance(v, float))
-            best = (f"new best, wrote {self.out / 'best.pth'}" if improved
-                    else f"best {self.best.get(key, float('nan')):.4g} at epoch {self.best.get('epoch', '?')}")
+            if improved:
+                best = f"new best, wrote {self.out / 'best.pth'}"
+            elif key in self.best:
+                best = f"best {key} {self.best[key]:.4g} at epoch {self.best['epoch']}"
+            else:
+                best = f"no {key}: no validation pixel was scored, so no best.pth yet"
             self._say(f"{self.stage.name} epoch {self.epoch}/{self.config['optim']['epochs']} validation: {shown} "
                       f"({best})")
         self.save_latest()
