@@ -27,7 +27,7 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,6 +255,15 @@ def _read_panel(path: Path) -> np.ndarray:
     return panel
 
 
+def _start_outputs(folder: OutputFolder, outputs: ExitStack, args: argparse.Namespace) -> Mp4Writer | None:
+    """Create the output folder, record what makes it, drop dead writers' temp files, open the video."""
+    check_writable(folder.folder)
+    folder.start()
+    for sub in ("depth", "color", "panels", "."):
+        remove_stale_temps(folder.folder / sub)
+    return outputs.enter_context(Mp4Writer(folder.folder / "panels.mp4", args.fps)) if args.mp4 else None
+
+
 @dataclass(frozen=True)
 class InferResult:
     """What a finished ``infer`` produced (``eval --checkpoint`` scores it)."""
@@ -278,31 +287,30 @@ def infer(args: argparse.Namespace) -> InferResult:
     out = Path(args.out) if args.out is not None else default_out(args, made_by)
     folder = OutputFolder(out, "infer", made_by, OUTPUT_PATTERNS, overwrite=args.overwrite)
     folder.check()
+    check_writable(out, create=False)
     metric = model.config.head == "metric"
     started = time.perf_counter()
     source = (SplitSource(args.split, model.config.event_bins) if args.split is not None
               else RecordingSource(args.recording, model.config.event_bins))
-    with source:
-        check_writable(out)
-        folder.start()
-        for sub in ("depth", "color", "panels", "."):
-            remove_stale_temps(out / sub)
+    with source, ExitStack() as outputs:
         refs = list(source)[: args.limit]
         paths = {ref.stem: OutputPaths.of(out, ref.stem) for ref in refs}
-        todo = {ref.stem for ref in refs if not paths[ref.stem].done()}
-        video_context = Mp4Writer(out / "panels.mp4", args.fps) if args.mp4 else nullcontext()
-        with video_context as video, tqdm(total=len(refs), unit="frame", desc="infer", disable=args.no_progress) as bar:
-            for chunk, frames in _chunks(refs, todo, args.batch_size):
-                panels = {}
-                if frames:
-                    predictions = predict(model, [f.image for f in frames], [f.voxel for f in frames], settings.size,
-                                          precision=args.precision)
-                    panels = {frame.stem: _write_frame(frame, prediction, paths[frame.stem], metric, info)
-                              for frame, prediction in zip(frames, predictions)}
-                if video is not None:
-                    for ref in chunk:
-                        video.write(panels[ref.stem] if ref.stem in panels else _read_panel(paths[ref.stem].panel))
-                bar.update(len(chunk))
+        todo = {ref.stem for ref in refs if args.overwrite or not paths[ref.stem].done()}
+        bar = outputs.enter_context(tqdm(total=len(refs), unit="frame", desc="infer", disable=args.no_progress))
+        video = None
+        for index, (chunk, frames) in enumerate(_chunks(refs, todo, args.batch_size)):
+            if index == 0:  # the first frames loaded: only now is anything created
+                video = _start_outputs(folder, outputs, args)
+            panels = {}
+            if frames:
+                predictions = predict(model, [f.image for f in frames], [f.voxel for f in frames], settings.size,
+                                      precision=args.precision)
+                panels = {frame.stem: _write_frame(frame, prediction, paths[frame.stem], metric, info)
+                          for frame, prediction in zip(frames, predictions)}
+            if video is not None:
+                for ref in chunk:
+                    video.write(panels[ref.stem] if ref.stem in panels else _read_panel(paths[ref.stem].panel))
+            bar.update(len(chunk))
     summary = _summary(args, source, out, len(refs), len(todo), model.config, settings,
                        time.perf_counter() - started)
     return InferResult(out, [ref.stem for ref in refs], model.config, settings.dataset, summary)

@@ -264,7 +264,7 @@ def pair_windows(
         for stamps, times, files in ((event_stamps, event_ts, windows), (depth_stamps, depth_ts, depths)):
             unstamped = [path.name for index, path in sorted(files.items()) if index >= len(times)]
             if unstamped:
-                raise PrepError(f"{stamps} has {len(times)} rows but {len(unstamped)} file(s) have none (first: "
+                raise PrepError(f"{stamps} has {len(times)} row(s) but {len(unstamped)} file(s) have none (first: "
                                 f"{unstamped[0]}; row i is the time of file index i): cut short, or another "
                                 "sequence's file?")
         pairs = match_to_frames(event_ts, depth_ts, tol)

@@ -293,11 +293,14 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = 
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise ConfigError(f"config file {path}{where} {what}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not a text (YAML) file") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    if data is None:
+        raise ConfigError(f"config file {path} holds no settings (empty, or cut short?); give a YAML mapping of "
+                          "config keys, or leave --config out to use the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys")
     bases = data.pop("base", None) or []
