@@ -23,6 +23,7 @@ from tqdm import tqdm  # noqa: E402
 
 from fuse.cli.ranges import positive_int  # noqa: E402
 from fuse.data import prep  # noqa: E402
+from fuse.provenance import OutputFolder  # noqa: E402
 
 _MAX_LISTED_MISSING = 5
 
@@ -100,6 +101,17 @@ def rebuild(job: Job, num_bins: int, overwrite: bool) -> bool:
     return True
 
 
+def voxel_folders(jobs: list[Job], num_bins: int, overwrite: bool) -> list[OutputFolder]:
+    """Each new voxel folder with what makes its files: the bin count and the preparation that wrote
+    the sequence's raw windows (its ``provenance.json``), so voxels of re-prepared events are never reused."""
+    folders = []
+    for voxel_dir in sorted({job.voxel.parent for job in jobs}):
+        prepared = OutputFolder(voxel_dir.parent, "preparation", {}, ()).recorded()
+        folders.append(OutputFolder(voxel_dir, "change_bins", {"num_bins": num_bins, "events_prepared_by": prepared},
+                                    ("*.npy",), overwrite=overwrite))
+    return folders
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("lists", nargs="+", type=Path, help="split list(s) of the processed layout")
@@ -120,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
     planned = [plan_list(path, voxels_dir, suffix) for path in args.lists]
     all_jobs = [job for jobs, _, _ in planned for job in jobs]
     check_inputs(all_jobs)
+    folders = voxel_folders(all_jobs, args.numbins, args.overwrite)
+    for folder in folders:
+        folder.check()
+    for folder in folders:
+        folder.start()
     written = 0
     for job in tqdm(all_jobs, desc=f"voxels -> {args.numbins} bins", unit="frame"):
         written += rebuild(job, args.numbins, args.overwrite)

@@ -258,6 +258,23 @@ def test_change_bins_rebuilds_from_stored_windows(dense_root: tuple[Path, dict],
     assert sample["voxel"].shape == (5, H, W)
 
 
+def test_change_bins_never_reuses_voxels_of_re_prepared_events(dense_root, tmp_path: Path, capsys) -> None:
+    root, _ = dense_root
+    out = tmp_path / "out"
+    prepare = ["--root", str(root), "--out", str(out), "--splits", "train", "--save-events"]
+    assert process_dense.main(prepare) == 0
+    assert change_bins.main([str(out / "train.txt"), "--numbins", "5"]) == 0
+    assert change_bins.main([str(out / "train.txt"), "--numbins", "5"]) == 0  # same events: reused
+    assert "0 written, 5 already there" in capsys.readouterr().out
+    assert process_dense.main([*prepare, "--sync-tol", "1e-4"]) == 2  # other settings: refused, then redone
+    assert "sync_tol: 1e-05 there, 0.0001 now" in capsys.readouterr().err
+    assert process_dense.main([*prepare, "--sync-tol", "1e-4", "--overwrite"]) == 0
+    assert change_bins.main([str(out / "train.txt"), "--numbins", "5"]) == 2
+    assert "events_prepared_by.settings.sync_tol" in capsys.readouterr().err
+    assert change_bins.main([str(out / "train.txt"), "--numbins", "5", "--overwrite"]) == 0
+    assert "5 written" in capsys.readouterr().out
+
+
 def test_change_bins_without_stored_windows_exits_2(dense_root, tmp_path: Path, capsys) -> None:
     root, _ = dense_root
     out = tmp_path / "out"
