@@ -150,7 +150,7 @@ class Settings:
     """Input settings of a run: from the options, else from the checkpoint, else the fallbacks."""
 
     size: int
-    dataset: str | None
+    dataset: str
 
 
 def _settings(args: argparse.Namespace, layout: FileLayout) -> Settings:
@@ -283,24 +283,24 @@ def infer(args: argparse.Namespace) -> InferResult:
     settings = _settings(args, layout)
     info = dataset_info(settings.dataset)
     _note_unrecorded_scale(args, layout, model.config, info)
-    made_by = identity(args, model.config, settings)
-    out = Path(args.out) if args.out is not None else default_out(args, made_by)
-    folder = OutputFolder(out, "infer", made_by, OUTPUT_PATTERNS, overwrite=args.overwrite)
-    folder.check()
-    check_writable(out, create=False)
     metric = model.config.head == "metric"
     started = time.perf_counter()
-    source = (SplitSource(args.split, model.config.event_bins) if args.split is not None
-              else RecordingSource(args.recording, model.config.event_bins))
-    with source, ExitStack() as outputs:
+    with ExitStack() as stack:
+        source = stack.enter_context(SplitSource(args.split, model.config.event_bins) if args.split is not None
+                                     else RecordingSource(args.recording, model.config.event_bins))
+        made_by = identity(args, model.config, settings)
+        out = Path(args.out) if args.out is not None else default_out(args, made_by)
+        folder = OutputFolder(out, "infer", made_by, OUTPUT_PATTERNS, overwrite=args.overwrite)
+        folder.check()
+        check_writable(out, create=False)
         refs = list(source)[: args.limit]
         paths = {ref.stem: OutputPaths.of(out, ref.stem) for ref in refs}
         todo = {ref.stem for ref in refs if args.overwrite or not paths[ref.stem].done()}
-        bar = outputs.enter_context(tqdm(total=len(refs), unit="frame", desc="infer", disable=args.no_progress))
+        bar = stack.enter_context(tqdm(total=len(refs), unit="frame", desc="infer", disable=args.no_progress))
         video = None
         for index, (chunk, frames) in enumerate(_chunks(refs, todo, args.batch_size)):
             if index == 0:  # the first frames loaded: only now is anything created
-                video = _start_outputs(folder, outputs, args)
+                video = _start_outputs(folder, stack, args)
             panels = {}
             if frames:
                 predictions = predict(model, [f.image for f in frames], [f.voxel for f in frames], settings.size,
