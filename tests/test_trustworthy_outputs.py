@@ -202,10 +202,19 @@ def test_stage_inputs_of_the_wrong_kind_are_refused(ws, tmp_path):
     assert not out.exists()
 
 
-def test_eval_refuses_to_score_relative_depth_as_metric(ws, tmp_path):
+def test_eval_refuses_to_score_relative_depth_as_metric(ws, tmp_path, capsys):
     result = fuse_cli("eval", "--checkpoint", ws["dav2"], "--split", ws["split"], "--pred", tmp_path / "p")
     refused(result, "holds relative inverse depth", "--pred-format disparity")
     assert not (tmp_path / "p").exists()
+    # Folder mode: the prediction folder's provenance.json says what made it.
+    assert fuse_main(["infer", "--checkpoint", str(ws["dav2"]), "--split", str(ws["split"]), "--out",
+                      str(tmp_path / "rel"), "--no-progress"]) == 0
+    targets = Path(ws["split"]).parent / "seq" / "depths"
+    assert fuse_main(["eval", "--pred", str(tmp_path / "rel" / "depth"), "--target", str(targets), "--dataset",
+                      "mvsec", "--no-progress"]) == 2
+    assert "holds relative inverse depth" in capsys.readouterr().err
+    assert fuse_main(["eval", "--pred", str(tmp_path / "rel" / "depth"), "--target", str(targets), "--dataset",
+                      "mvsec", "--no-progress", "--pred-format", "disparity"]) == 0
 
 
 # ----------------------------------------------------------------------------- 5. no tracebacks
