@@ -15,8 +15,8 @@ Usage: [VAR=value ...] ./demo.sh
   TEST_FRAMES  depth frames of each test recording             (default 40)
   EPOCHS       epochs of every training stage                  (default: configs/demo/*.yaml)
   SEED         seed of the recordings and of training          (default 0)
-  DEMO_NATIVE  1: the machine's own CPU kernels and thread count (default: pinned to AVX2 and 2
-               threads, so that every x86 machine with AVX2 gives the same table)
+  DEMO_REPRODUCIBLE  1: pin CPU kernels to AVX2 and 2 threads, so that every x86 machine with AVX2
+               gives the same table (about 1.4x slower; default: the machine's own kernels)
 Relative paths are taken from the directory you run the script in.
 The table is printed at the end and saved as OUT/results.md and OUT/results.png.
 USAGE
@@ -39,11 +39,11 @@ runs="$OUT/runs"
 configs="$here/configs/demo"
 common=(--set "run.seed=$SEED")
 [[ -n "${EPOCHS:-}" ]] && common+=(--set "optim.epochs=$EPOCHS")
-# The same numbers on every x86 machine with AVX2 and the same library versions: numpy, ATen, oneDNN
-# and MKL otherwise pick AVX-512 or AVX2 code by CPU, and the thread count changes the order of
-# sums; AdamW amplifies such rounding to ~1e-3 in the weights (README, "The demo"). DEMO_NATIVE=1
-# keeps the machine's own kernels and threads (about 10-20 % faster, tables vary across machines).
-if [[ -z "${DEMO_NATIVE:-}" ]]; then
+# numpy, ATen, oneDNN and MKL pick AVX-512 or AVX2 code by CPU, and the thread count changes the
+# order of sums; AdamW amplifies such rounding to ~1e-3 in the weights, so tables differ a little
+# across machines (README, "The demo"). DEMO_REPRODUCIBLE=1 pins AVX2 kernels and 2 threads: the
+# same table on every x86 machine with AVX2 and the same library versions, at about 1.4x the time.
+if [[ -n "${DEMO_REPRODUCIBLE:-}" ]]; then
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" ATEN_CPU_CAPABILITY="${ATEN_CPU_CAPABILITY:-avx2}" \
     ONEDNN_MAX_CPU_ISA="${ONEDNN_MAX_CPU_ISA:-AVX2}" MKL_CBWR="${MKL_CBWR:-AVX2}" \
     NPY_DISABLE_CPU_FEATURES="${NPY_DISABLE_CPU_FEATURES:-X86_V4 AVX512_ICL AVX512_SPR}"
