@@ -20,14 +20,8 @@ USAGE
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
 ENCODER=${ENCODER:-vits}
 DATASET=${DATASET:-eventscape}
-if [[ -z "${CONFIG:-}" ]]; then
-  CONFIG="$here/configs/align/$DATASET.yaml"
-  if [[ ! -f "$CONFIG" ]]; then
-    known=("$here"/configs/align/*.yaml); known=("${known[@]##*/}"); names="${known[*]%.yaml}"
-    echo "error: unknown DATASET '$DATASET'; known: ${names// /, } (configs/align/*.yaml)" >&2
-    exit 2
-  fi
-fi
+source "$here/scripts/stage_config.sh"
+CONFIG=${CONFIG:-$(stage_config align "$DATASET")}
 args=(--config "$CONFIG" --set "model.encoder=$ENCODER" --set "data.dataset=$DATASET"
       --set "init.depth_anything=${DAV2:-checkpoints/depth_anything_v2_${ENCODER}.pth}"
       --set "run.output_dir=${OUT:-runs/align_${ENCODER}}")

@@ -21,14 +21,8 @@ USAGE
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
 ENCODER=${ENCODER:-vits}
 DATASET=${DATASET:-eventscape}
-if [[ -z "${CONFIG:-}" ]]; then
-  CONFIG="$here/configs/fuse/$DATASET.yaml"
-  if [[ ! -f "$CONFIG" ]]; then
-    known=("$here"/configs/fuse/*.yaml); known=("${known[@]##*/}"); names="${known[*]%.yaml}"
-    echo "error: unknown DATASET '$DATASET'; known: ${names// /, } (configs/fuse/*.yaml)" >&2
-    exit 2
-  fi
-fi
+source "$here/scripts/stage_config.sh"
+CONFIG=${CONFIG:-$(stage_config fuse "$DATASET")}
 args=(--config "$CONFIG" --set "model.encoder=$ENCODER" --set "data.dataset=$DATASET"
       --set "init.depth_anything=${DAV2:-checkpoints/depth_anything_v2_${ENCODER}.pth}"
       --set "init.event_encoder=${EVENT_ENCODER:-runs/align_${ENCODER}/model.pth}"

@@ -21,14 +21,8 @@ USAGE
 [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { usage; exit 0; }
 ENCODER=${ENCODER:-vits}
 DATASET=${DATASET:-mvsec}
-if [[ -z "${CONFIG:-}" ]]; then
-  CONFIG="$here/configs/adapt/$DATASET.yaml"
-  if [[ ! -f "$CONFIG" ]]; then
-    known=("$here"/configs/adapt/*.yaml); known=("${known[@]##*/}"); names="${known[*]%.yaml}"
-    echo "error: unknown DATASET '$DATASET'; known: ${names// /, } (configs/adapt/*.yaml)" >&2
-    exit 2
-  fi
-fi
+source "$here/scripts/stage_config.sh"
+CONFIG=${CONFIG:-$(stage_config adapt "$DATASET")}
 args=(--config "$CONFIG" --set "model.encoder=$ENCODER" --set "data.dataset=$DATASET"
       --set "init.foundation=${FOUNDATION:-runs/fuse_${ENCODER}/model.pth}"
       --set "run.output_dir=${OUT:-runs/adapt_${DATASET}_${ENCODER}}")
