@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("head", args.head), ("max_depth", args.max_depth)) if v is not None}
     try:
-        _check_target(args)
         model, report = load_model(args.source, **overrides)
+        _check_target(args)
     except (CheckpointError, ValueError) as error:
         if args.debug:
             raise

@@ -88,27 +88,36 @@ def check_inputs(jobs: list[Job]) -> None:
         )
 
 
-def rebuild(job: Job, num_bins: int, overwrite: bool) -> bool:
-    """Write one re-binned voxel; False if it already existed with the right bin count."""
-    if not overwrite and job.voxel.is_file() and prep.npy_shape(job.voxel)[:1] == (num_bins,):
+def rebuild(job: Job, num_bins: int, folder: OutputFolder, started: set[Path]) -> bool:
+    """Write one re-binned voxel; False if it already existed with the right bin count.
+
+    A voxel folder is created (and its provenance recorded) only when its first grid is ready,
+    so bad input leaves no folder behind.
+    """
+    if not folder.overwrite and job.voxel.is_file() and prep.npy_shape(job.voxel)[:1] == (num_bins,):
         return False
     shape = prep.npy_shape(job.depth)
     if len(shape) != 2:
         raise prep.PrepError(f"depth must be (H, W), got {shape}: {job.depth}")
     height, width = shape
     events = prep.standardize_events(prep.load_npy(job.events), height, width, job.events)
-    prep.save_npy(job.voxel, prep.events_to_voxel(events, num_bins, height, width))
+    voxel = prep.events_to_voxel(events, num_bins, height, width)
+    if folder.folder not in started:
+        folder.start()
+        started.add(folder.folder)
+    prep.save_npy(job.voxel, voxel)
     return True
 
 
-def voxel_folders(jobs: list[Job], num_bins: int, overwrite: bool) -> list[OutputFolder]:
+def voxel_folders(jobs: list[Job], num_bins: int, overwrite: bool) -> dict[Path, OutputFolder]:
     """Each new voxel folder with what makes its files: the bin count and the preparation that wrote
     the sequence's raw windows (its ``provenance.json``), so voxels of re-prepared events are never reused."""
-    folders = []
+    folders = {}
     for voxel_dir in sorted({job.voxel.parent for job in jobs}):
         prepared = OutputFolder(voxel_dir.parent, "preparation", {}, ()).recorded()
-        folders.append(OutputFolder(voxel_dir, "change_bins", {"num_bins": num_bins, "events_prepared_by": prepared},
-                                    ("*.npy",), overwrite=overwrite))
+        folders[voxel_dir] = OutputFolder(voxel_dir, "change_bins",
+                                          {"num_bins": num_bins, "events_prepared_by": prepared}, ("*.npy",),
+                                          overwrite=overwrite)
     return folders
 
 
@@ -133,13 +142,11 @@ def run(args: argparse.Namespace) -> int:
     all_jobs = [job for jobs, _, _ in planned for job in jobs]
     check_inputs(all_jobs)
     folders = voxel_folders(all_jobs, args.numbins, args.overwrite)
-    for folder in folders:
+    for folder in folders.values():
         folder.check()
-    for folder in folders:
-        folder.start()
-    written = 0
+    written, started = 0, set()
     for job in tqdm(all_jobs, desc=f"voxels -> {args.numbins} bins", unit="frame"):
-        written += rebuild(job, args.numbins, args.overwrite)
+        written += rebuild(job, args.numbins, folders[job.voxel.parent], started)
     for _, new_list, lines in planned:
         prep.save_text(new_list, lines)
         print(f"wrote {new_list}")
