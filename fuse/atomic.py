@@ -20,6 +20,8 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
+from fuse.errors import WriteError
+
 TEMP_SUFFIX = ".partial"
 
 _ADVICE = {
@@ -29,13 +31,6 @@ _ADVICE = {
     errno.EACCES: "choose a folder you may write to",
     errno.EPERM: "choose a folder you may write to",
 }
-
-
-class WriteError(OSError):
-    """The file system refused a write; ``str()`` is one line naming the file, the cause and a remedy."""
-
-    def __str__(self) -> str:
-        return self.strerror
 
 
 def write_error(path: str | os.PathLike, error: OSError) -> WriteError:

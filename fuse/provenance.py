@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fuse.atomic import write_text_atomic
+from fuse.errors import ProvenanceError
 
 MANIFEST = "provenance.json"
 # The files of one prepared sequence (``fuse.data.prep`` layout).
@@ -26,10 +27,6 @@ FORMAT = "fuse-output/1"
 _CHUNK = 1 << 22
 _ENDS = 1 << 20
 _HASHES: dict[tuple[str, int, int], str] = {}
-
-
-class ProvenanceError(ValueError):
-    """An output folder that holds files made by something else."""
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -15,8 +15,8 @@ import h5py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fuse.cli.ranges import non_negative_int, positive_int  # noqa: E402
-from fuse.atomic import WriteError  # noqa: E402
-from fuse.provenance import OutputFolder, ProvenanceError  # noqa: E402
+from fuse.cli import run_command  # noqa: E402
+from fuse.provenance import OutputFolder  # noqa: E402
 from fuse.data.synthetic import MVSEC_HEIGHT, MVSEC_WIDTH, write_recording  # noqa: E402
 
 
@@ -39,15 +39,11 @@ def run(args: argparse.Namespace) -> int:
     settings = {key: getattr(args, key) for key in ("frames", "seed", "night", "height", "width")}
     folder = OutputFolder(args.out, "make_synthetic", settings, (f"{args.name}_data.hdf5", f"{args.name}_gt.hdf5"),
                           overwrite=args.overwrite, manifest=f"{args.name}.provenance.json")
-    try:
-        if folder.complete():
-            print(f"{args.name}: exists in {args.out} with the same settings")
-            return 0
-        folder.check()
-        folder.start()
-    except (ProvenanceError, WriteError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if folder.complete():
+        print(f"{args.name}: exists in {args.out} with the same settings")
+        return 0
+    folder.check()
+    folder.start()
     start = time.perf_counter()
     data_path, gt_path = write_recording(args.out, args.name, frames=args.frames, seed=args.seed, night=args.night,
                                          height=args.height, width=args.width, workers=args.workers, progress=True)
@@ -63,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run_command(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ if __package__ in (None, ""):
     # Run as a file: make the repository's `fuse` package importable.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fuse.atomic import WriteError, check_writable  # noqa: E402
-from fuse.events.mvsec import RecordingError  # noqa: E402
+from fuse.atomic import check_writable  # noqa: E402
+from fuse.cli import run_command  # noqa: E402
+from fuse.errors import ProvenanceError, RecordingError, WriteError  # noqa: E402
 from fuse.events.mvsec_export import DEFAULT_SEQUENCES, ExportSummary, export_sequence  # noqa: E402
-from fuse.provenance import ProvenanceError  # noqa: E402
 
 
 def _positive_int(text: str) -> int:
@@ -47,19 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(run, build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export every sequence; a bad one is reported and the others go on (exit 2 at the end)."""
     failed = []
-    try:
-        check_writable(args.out, create=False)
-        for sequence in args.sequences:
+    check_writable(args.out, create=False)
+    for sequence in args.sequences:
+        try:
             summary = _export(args, sequence, failed)
-            if summary is not None:
-                print(summary)
-    except WriteError as err:
-        if args.debug:
-            raise
-        print(f"error: {err} (finished files are kept; rerun to continue)", file=sys.stderr)
-        return 2
+        except WriteError as err:
+            raise WriteError(err.errno, f"{err} (finished files are kept; rerun to continue)", err.filename) from None
+        if summary is not None:
+            print(summary)
     if failed:
         print(f"failed: {', '.join(failed)} (files created for them by this run were removed)", file=sys.stderr)
         return 2
@@ -73,7 +74,7 @@ def _export(args: argparse.Namespace, sequence: str, failed: list[str]) -> Expor
             args.root, args.out, sequence, num_bins=args.numbins, save_events=args.save_events,
             overwrite=args.overwrite, chunk_size=args.chunk_size,
         )
-    except (RecordingError, ProvenanceError) as err:
+    except (RecordingError, ProvenanceError) as err:  # reported here: the other sequences go on
         if args.debug:
             raise
         print(f"error: sequence {sequence}: {err}", file=sys.stderr)

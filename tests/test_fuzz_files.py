@@ -27,7 +27,6 @@ import pytest
 import torch
 
 import fuse
-import fuse.convert
 from fuse.cli import main as fuse_main
 from fuse.engine.checkpoint import save_checkpoint
 from tests import mvsec_fixtures
@@ -275,9 +274,9 @@ def _eval_cases() -> list[Case]:
 def _convert_case() -> Case:
     def prepare(ws, tmp):
         source = Path(shutil.copy(ws["dav2"], tmp / "upstream.pth"))
-        return [str(source), str(tmp / "converted.pth")], source, [tmp / "converted.pth"]
+        return ["convert", str(source), str(tmp / "converted.pth")], source, [tmp / "converted.pth"]
 
-    return Case("convert", "source", "checkpoint", prepare, main=fuse.convert.main)
+    return Case("convert", "source", "checkpoint", prepare)
 
 
 def _mvsec_cases() -> list[Case]:

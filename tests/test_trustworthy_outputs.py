@@ -19,7 +19,6 @@ import torch
 
 import fuse
 from fuse.cli import main as fuse_main
-from fuse.convert import main as convert_main
 from fuse.engine.checkpoint import save_checkpoint
 from fuse.engine.config import load_config
 from fuse.engine.inference import SplitSource, predict
@@ -257,7 +256,7 @@ def test_zero_byte_checkpoints_are_one_message_everywhere(ws, tmp_path, capsys):
     refused(run_here(capsys, fuse_main, "eval", "--checkpoint", empty, "--split", ws["split"], "--dataset", "mvsec"),
             phrase)
     refused(run_here(capsys, fuse_main, *adapt_args(ws, tmp_path / "run", **{"init.foundation": empty})), phrase)
-    refused(run_here(capsys, convert_main, empty, tmp_path / "c.pth"), phrase)
+    refused(run_here(capsys, fuse_main, "convert", empty, tmp_path / "c.pth"), phrase)
     assert not any((tmp_path / name).exists() for name in ("o", "run", "c.pth"))
 
 
@@ -340,12 +339,12 @@ def test_unknown_option_shows_the_commands_usage_and_config_keys_are_listed():
 def test_convert_never_overwrites_silently(ws, tmp_path, capsys):
     source = tmp_path / "src.pth"
     source.write_bytes(Path(ws["a"]).read_bytes())
-    refused(run_here(capsys, convert_main, source, source), "is the source file itself")
+    refused(run_here(capsys, fuse_main, "convert", source, source), "is the source file itself")
     target = tmp_path / "out.pth"
     target.write_bytes(b"keep me")
-    refused(run_here(capsys, convert_main, source, target), "exists; pass --overwrite")
+    refused(run_here(capsys, fuse_main, "convert", source, target), "exists; pass --overwrite")
     assert target.read_bytes() == b"keep me" and source.read_bytes() == Path(ws["a"]).read_bytes()
-    assert run_here(capsys, convert_main, source, target, "--overwrite").returncode == 0
+    assert run_here(capsys, fuse_main, "convert", source, target, "--overwrite").returncode == 0
     assert target.read_bytes() != b"keep me"
 
 

@@ -212,12 +212,12 @@ def test_bad_files_give_one_clear_error(tmp_path):
 def test_convert_upstream_file(tmp_path):
     path, state = _upstream_fuse_file(tmp_path, "vitt")
     out = tmp_path / "converted.pth"
-    result = subprocess.run([sys.executable, "-m", "fuse.convert", str(path), str(out), "--head", "metric",
+    result = subprocess.run([sys.executable, "-m", "fuse", "convert", str(path), str(out), "--head", "metric",
                              "--max-depth", "80"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     model, report = load_model(out)
     assert model.config.kind == "fuse" and model.config.max_depth == 80.0
     assert_every_value_reached(model, state, lambda k: None if (".lora_" in k or "temperature" in k or "cross_att.norm2" in k) else k)
-    bad = subprocess.run([sys.executable, "-m", "fuse.convert", str(tmp_path / "missing.pth"), str(out)],
+    bad = subprocess.run([sys.executable, "-m", "fuse", "convert", str(tmp_path / "missing.pth"), str(out)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,10 +1,14 @@
 """Command dispatcher. Each command lives in ``fuse/cli/<module>.py`` and exposes
-``add_arguments(parser)`` and ``run(args) -> int``."""
+``add_arguments(parser)`` and ``run(args) -> int``; ``run_command`` is the one place where a
+``FuseError`` becomes an ``error:`` line and exit code 2 (for the scripts in ``scripts/`` too)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+
+from fuse.errors import EXIT_BAD_INPUT, FuseError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "align": ("fuse.cli.train", "stage 1: align an event encoder to the DA-V2 image teacher (LoRA)"),
@@ -13,7 +17,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "teacher": ("fuse.cli.train", "stand-in relative-depth teacher when no DA-V2 checkpoint is at hand (demo)"),
     "eval": ("fuse.cli.evaluate", "evaluate predictions against ground truth (E2Depth protocol)"),
     "infer": ("fuse.cli.infer", "predict depth maps, colored PNGs and panels"),
+    "convert": ("fuse.cli.convert", "convert an upstream FUSE / stage-1 / DA-V2 file into this project's format"),
 }
+
+
+def run_command(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """``run(args)``; a ``FuseError`` is printed as one ``error:`` line and gives exit code 2
+    (re-raised with ``args.debug``, to see the traceback)."""
+    try:
+        return int(run(args) or 0)
+    except FuseError as error:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if unknown:  # the command's own usage, not the top-level one (argparse exits with code 2)
         parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    return int(modules[args.command].run(args) or 0)
+    return run_command(modules[args.command].run, args)

@@ -14,12 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from fuse.atomic import WriteError, write_text_atomic
+from fuse.atomic import write_text_atomic
 from fuse.cli.ranges import positive_float, positive_int
 from fuse.data.constants import DATASETS, dataset_info
 from fuse.engine.metrics import (
     PRED_FORMATS,
-    EvalInputError,
     depth_settings,
     evaluate_pairs,
     pair_files,
@@ -28,9 +27,9 @@ from fuse.engine.metrics import (
 )
 from fuse.engine.inference import SplitSource
 from fuse.engine.published import SEQUENCES, SIZES, PublishedRow, fuse_row, peer_rows
+from fuse.errors import EvalInputError, UsageError
 from fuse.provenance import MANIFEST
 
-EXIT_BAD_INPUT = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,26 +93,20 @@ def published_rows(dataset: str, size: str | None, sequence: str | None) -> list
 
 def _check_arguments(args: argparse.Namespace) -> None:
     if not (args.checkpoint or args.split) and args.dataset is None:
-        raise EvalInputError("--dataset is required when scoring folders (mvsec, dense or eventscape)")
+        raise UsageError("--dataset is required when scoring folders (mvsec, dense or eventscape)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, print the table, write the requested reports; exit 2 on unusable input or output."""
-    try:
-        _check_arguments(args)
-        if args.checkpoint or args.split:
-            return _evaluate_model(args)
-        if not (args.pred and args.target):
-            raise EvalInputError("give --pred and --target folders, or --checkpoint and --split")
-        _check_recorded_predictions(Path(args.pred), args)
-        pairs = pair_files(args.pred, args.target)[: args.limit]
-        metrics = evaluate_pairs(pairs, args.dataset, **_protocol(args))
-        return _report(args, metrics)
-    except (EvalInputError, ValueError, FileNotFoundError, WriteError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    """Evaluate, print the table, write the requested reports."""
+    _check_arguments(args)
+    if args.checkpoint or args.split:
+        return _evaluate_model(args)
+    if not (args.pred and args.target):
+        raise UsageError("give --pred and --target folders, or --checkpoint and --split")
+    _check_recorded_predictions(Path(args.pred), args)
+    pairs = pair_files(args.pred, args.target)[: args.limit]
+    metrics = evaluate_pairs(pairs, args.dataset, **_protocol(args))
+    return _report(args, metrics)
 
 
 def _protocol(args: argparse.Namespace) -> dict:
@@ -151,7 +144,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     from fuse.cli import infer
 
     if not (args.checkpoint and args.split):
-        raise EvalInputError("--checkpoint and --split go together")
+        raise UsageError("--checkpoint and --split go together")
     infer_parser = argparse.ArgumentParser()
     infer.add_arguments(infer_parser)
     infer_argv = ["--checkpoint", args.checkpoint, "--split", args.split, "--precision", args.precision]

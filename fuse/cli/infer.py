@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fuse.atomic import WriteError, check_writable, remove_stale_temps
+from fuse.atomic import check_writable, remove_stale_temps
 from fuse.data.constants import DATASETS, DatasetInfo, dataset_info
 from fuse.data.prep import save_npy
 from fuse.engine.inference import (
@@ -62,17 +62,13 @@ from fuse.engine.weights import FileLayout, load_model
 from fuse.models import ModelConfig
 from fuse.models.dpt import HEAD_KINDS
 from fuse.cli.ranges import positive_float, positive_int
+from fuse.errors import UsageError
 from fuse.provenance import OutputFolder, file_identity, file_sha256, identity_key
 
-EXIT_BAD_INPUT = 2
 # Network input of files that do not record one (DA-V2 releases, upstream FUSE): FUSE's evaluation size.
 FALLBACK_SIZE = 266
 MIN_SIZE = 56  # FreDFuse halves the token grid twice (fuse.models.depth_models.MIN_FUSION_GRID)
 OUTPUT_PATTERNS = ("depth/*.npy", "color/*.png", "panels/*.png", "panels.mp4")
-
-
-class InferInputError(ValueError):
-    """Input the command cannot use; the message names the culprit."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,17 +128,17 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise InferInputError(f"unknown device {name!r}: {error}") from None
+        raise UsageError(f"unknown device {name!r}: {error}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InferInputError(f"device {name!r} asked for, but CUDA is not available here")
+        raise UsageError(f"device {name!r} asked for, but CUDA is not available here")
     return device
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.size is not None and (args.size < MIN_SIZE or args.size % 14):
-        raise InferInputError(f"--size must be a multiple of 14 and at least {MIN_SIZE}, got {args.size}")
+        raise UsageError(f"--size must be a multiple of 14 and at least {MIN_SIZE}, got {args.size}")
     if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
-        raise InferInputError(f"--out {args.out} exists and is not a folder")
+        raise UsageError(f"--out {args.out} exists and is not a folder")
 
 
 @dataclass(frozen=True)
@@ -251,7 +247,7 @@ def _chunks(refs: list[FrameRef], todo: set[str], batch_size: int) -> Iterator[t
 def _read_panel(path: Path) -> np.ndarray:
     panel = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if panel is None:
-        raise InferInputError(f"cannot read the existing panel {path} for the video; rerun with --overwrite")
+        raise UsageError(f"cannot read the existing panel {path} for the video; rerun with --overwrite")
     return panel
 
 
@@ -331,12 +327,6 @@ def _summary(args: argparse.Namespace, source: SplitSource | RecordingSource, ou
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict and write every frame; exit 2 with one message on unusable input or output."""
-    try:
-        print(infer(args).summary)
-    except (ValueError, FileNotFoundError, WriteError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    """Predict and write every frame."""
+    print(infer(args).summary)
     return 0

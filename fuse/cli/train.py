@@ -6,11 +6,8 @@ with one ``error:`` line and exit code 2 (``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
-import sys
 
-from fuse.atomic import WriteError
-from fuse.engine.checkpoint import CheckpointError
-from fuse.engine.config import ConfigError, describe_keys, load_config
+from fuse.engine.config import describe_keys, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,19 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train one stage; exit 2 with one message on unusable input or output."""
-    from fuse.data.dataset import DataFormatError
+    """Train one stage."""
     from fuse.engine.trainer import train
 
     if args.help_config:
         print(describe_keys(), end="")
         return 0
-    try:
-        config = load_config(args.config, args.overrides, stage=args.command)
-        train(config, resume=args.resume)
-    except (ConfigError, CheckpointError, DataFormatError, FileNotFoundError, WriteError) as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    train(load_config(args.config, args.overrides, stage=args.command), resume=args.resume)
     return 0

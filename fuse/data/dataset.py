@@ -35,13 +35,10 @@ from torch.utils.data import Dataset
 from fuse.data.constants import DatasetInfo, dataset_info
 from fuse.data.degradations import Degradation, build_degradation
 from fuse.data.transforms import SampleTransform
+from fuse.errors import DataFormatError, MissingDataError
 
 MODES = ("train", "val", "test")
 _MAX_LISTED_MISSING = 5
-
-
-class DataFormatError(ValueError):
-    """A data file exists but does not hold what the processed layout promises."""
 
 
 def read_split_list(split_file: str | os.PathLike) -> list[tuple[Path, Path, Path]]:
@@ -51,7 +48,7 @@ def read_split_list(split_file: str | os.PathLike) -> list[tuple[Path, Path, Pat
     """
     split_file = Path(split_file)
     if not split_file.is_file():
-        raise FileNotFoundError(f"split list not found: {split_file}")
+        raise MissingDataError(f"split list not found: {split_file}")
     base = split_file.parent
     try:
         text = split_file.read_text()
@@ -80,7 +77,7 @@ def check_files_exist(samples: Sequence[tuple[Path, ...]], split_file: str | os.
     if missing:
         shown = "\n  ".join(missing[:_MAX_LISTED_MISSING])
         more = f"\n  ... and {len(missing) - _MAX_LISTED_MISSING} more" if len(missing) > _MAX_LISTED_MISSING else ""
-        raise FileNotFoundError(f"{len(missing)} file(s) named in {split_file} do not exist:\n  {shown}{more}")
+        raise MissingDataError(f"{len(missing)} file(s) named in {split_file} do not exist:\n  {shown}{more}")
 
 
 def load_image_rgb(path: Path) -> np.ndarray:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -26,17 +25,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fuse.atomic import WriteError, remove_stale_temps, save_npy_atomic, write_bytes_atomic, write_text_atomic
+from fuse.atomic import remove_stale_temps, save_npy_atomic, write_bytes_atomic, write_text_atomic
+from fuse.cli import run_command
 from fuse.cli.ranges import non_negative_float, positive_int
 from fuse.events import voxel_grid
-from fuse.provenance import SAMPLE_PATTERNS, OutputFolder, ProvenanceError, files_identity
+from fuse.errors import PrepError
+from fuse.provenance import SAMPLE_PATTERNS, OutputFolder, files_identity
 
 
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-
-
-class PrepError(Exception):
-    """Bad input for a preparation script: reported in one line, exit code 2."""
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,18 +61,12 @@ def add_split_dataset_arguments(parser: argparse.ArgumentParser, root_help: str,
 def run_script(
     parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int], argv: list[str] | None
 ) -> int:
-    """Parse ``argv`` and call ``run``; bad input or a refused write prints ``error: …`` and returns 2."""
+    """Parse ``argv`` and call ``run`` through ``fuse.cli.run_command`` (bad input: ``error: …``, 2)."""
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage; hand back its code
         return int(exc.code or 0)
-    try:
-        return int(run(args) or 0)
-    except (PrepError, ProvenanceError, WriteError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(run, args)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:

@@ -19,12 +19,9 @@ from typing import Any
 import torch
 
 from fuse.atomic import atomic_write
+from fuse.errors import CheckpointError
 
 FORMAT = "fuse-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, unreadable, or does not fit the model asked for."""
 
 
 def previous_path(path: str | os.PathLike) -> Path:

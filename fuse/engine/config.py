@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from fuse.atomic import write_text_atomic
+from fuse.errors import ConfigError
 
 STAGES = ("align", "fuse", "adapt", "teacher")
 # The smallest network input: FreDFuse halves the token grid twice (fuse.models.depth_models).
@@ -154,10 +155,6 @@ def _flat(schema: dict, prefix: str = "") -> dict[str, Key]:
 
 DEFAULTS: dict[str, Any] = _defaults(SCHEMA)
 KEYS: dict[str, Key] = _flat(SCHEMA)
-
-
-class ConfigError(ValueError):
-    """A configuration key or value that is not allowed."""
 
 
 def _check(key: str, value: Any, spec: Key) -> Any:

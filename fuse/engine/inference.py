@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fuse.errors import DataFormatError
 from fuse.data.dataset import check_files_exist, load_depth, load_image_rgb, load_voxel, read_split_list
 from fuse.data.prep import sample_stem
 from fuse.data.transforms import lower_bound_size, normalize_image, resize_image, resize_voxel
@@ -198,7 +199,7 @@ def output_stems(image_paths: Sequence[Path]) -> list[str]:
     stems = [f"{path.parent.parent.name}_{path.stem}" for path in image_paths]
     repeated = [stem for stem, count in Counter(stems).items() if count > 1]
     if repeated:
-        raise ValueError(f"the split list names several images that map to the output name {repeated[0]!r}")
+        raise DataFormatError(f"the split list names several images that map to the output name {repeated[0]!r}")
     return stems
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from fuse.atomic import write_text_atomic
 from fuse.data.constants import dataset_info
+from fuse.errors import EvalInputError
 from fuse.engine.published import PAPER_COLUMNS, PublishedRow
 
 if TYPE_CHECKING:
@@ -47,10 +48,6 @@ _DELTA_BASE = 1.25
 
 FrameMetrics = dict[str, float]
 Sums = dict[str, float]
-
-
-class EvalInputError(ValueError):
-    """Input folders or files that cannot be evaluated; the message names the culprit."""
 
 
 def suffix(cutoff: int | None) -> str:
@@ -145,7 +142,7 @@ def frame_metrics(
     """
     pred, target = _float_array(pred), _float_array(target)
     if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
+        raise EvalInputError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
     # Each array keeps its own precision and scalar bounds are rounded to it, as NumPy 1.x did
     # in the published run; mixed float32/float64 pixels are combined in float64.
     target_type, pred_type = target.dtype.type, pred.dtype.type

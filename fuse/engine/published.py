@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
+from fuse.errors import UsageError
+
 SIZES: tuple[str, ...] = ("small", "base", "large")
 
 _MVSEC_COLUMNS = (
@@ -98,23 +100,23 @@ def fuse_row(dataset: str, size: str, sequence: str | None = None) -> PublishedR
     """The published FUSE row for a dataset, sequence and encoder size.
 
     Falls back to the row whose size the source does not state (MVSEC outdoor_day1), whose
-    label says so. Raises ValueError naming what exists when nothing matches.
+    label says so. Raises ``UsageError`` naming what exists when nothing matches.
     """
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; expected one of {list(SIZES)}")
+        raise UsageError(f"unknown size {size!r}; expected one of {list(SIZES)}")
     sequence = sequence or default_sequence(dataset)
     if sequence is None:
         choices = SEQUENCES.get(dataset, ())
         if not choices:
-            raise ValueError(f"no published numbers for {dataset!r} (spec §10 has none)")
-        raise ValueError(f"{dataset} has published rows for several sequences; choose one of {list(choices)}")
+            raise UsageError(f"no published numbers for {dataset!r} (spec §10 has none)")
+        raise UsageError(f"{dataset} has published rows for several sequences; choose one of {list(choices)}")
     rows = [r for r in PUBLISHED if r.method == "FUSE" and r.dataset == dataset and r.sequence == sequence]
     for wanted in (size, None):
         for row in rows:
             if row.size == wanted:
                 return row
     known = sorted({(r.dataset, r.sequence) for r in PUBLISHED if r.method == "FUSE"})
-    raise ValueError(f"no published FUSE row for {dataset}/{sequence}; known: {known}")
+    raise UsageError(f"no published FUSE row for {dataset}/{sequence}; known: {known}")
 
 
 def peer_rows(dataset: str, sequence: str | None = None) -> list[PublishedRow]:

@@ -197,7 +197,7 @@ class Trainer:
                              f"{model_bytes / 2**20:.0f} MiB); free some space or choose another run.output_dir")
 
     def _build_models(self):
-        cfg, model_cfg, init = self.config, self.config["model"], self.config["init"]
+        model_cfg, init = self.config["model"], self.config["init"]
         stage = self.stage
         common = dict(encoder=model_cfg["encoder"], head_size=model_cfg["head_size"], event_bins=model_cfg["event_bins"],
                       lora_rank=model_cfg["lora_rank"])

@@ -26,6 +26,8 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from fuse.errors import RecordingError
+
 __all__ = ["RecordingError", "FrameInfo", "Sample", "MvsecRecording", "EVENTS_KEY", "IMAGES_KEY",
            "IMAGE_TS_KEY", "DEPTH_KEY", "DEPTH_TS_KEY"]
 
@@ -37,10 +39,6 @@ DEPTH_TS_KEY = "davis/left/depth_image_rect_ts"
 
 # Column order of the events dataset in MVSEC files.
 _X, _Y, _T, _P = 0, 1, 2, 3
-
-
-class RecordingError(ValueError):
-    """An input recording is missing, unreadable or inconsistent; the message names the file."""
 
 
 @dataclass(frozen=True)
