@@ -6,14 +6,21 @@ for importing torch and timm.
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "build_model", "load_weights"]
+__all__ = ["ModelConfig", "build_model", "list_models", "load_weights"]
 
 
-def build_model(name: str, encoder: str = "vits", **options):
-    """Build a randomly initialized model (see ``fuse.models.build_model``)."""
-    from fuse.models import build_model as _build
+def build_model(name: str, **options):
+    """A randomly initialized model of a registered kind (``fuse.list_models()``)."""
+    from fuse.registry import model_kind
 
-    return _build(name, encoder=encoder, **options)
+    return model_kind(name).build(**options)
+
+
+def list_models() -> list[str]:
+    """The registered model kinds (``fuse.registry``)."""
+    from fuse.registry import list_models as _list
+
+    return _list()
 
 
 def load_weights(model, path, strict: bool = True, into=None):

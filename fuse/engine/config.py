@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 
 from fuse.atomic import write_text_atomic
 from fuse.errors import ConfigError
+from fuse.registry import list_models
 
 STAGES = ("align", "fuse", "adapt", "teacher")
 # The smallest network input: FreDFuse halves the token grid twice (fuse.models.depth_models).
@@ -28,13 +30,15 @@ PATCH = 14
 class Key:
     """One config key: its default, what it means, and the values it allows.
 
-    ``low``/``high`` bound numbers (``open_low``/``open_high``: the bound itself is excluded);
-    every number must also be finite. ``example`` gives the type of a key whose default is None.
+    ``choices`` is a tuple or a function giving one (asked only when needed, e.g. the registered
+    model kinds); ``low``/``high`` bound numbers (``open_low``/``open_high``: the bound itself is
+    excluded); every number must also be finite. ``example`` gives the type of a key whose default
+    is None.
     """
 
     default: Any
     help: str
-    choices: tuple | None = None
+    choices: tuple | Callable[[], tuple] | None = None
     low: float | None = None
     high: float | None = None
     open_low: bool = False
@@ -42,10 +46,13 @@ class Key:
     multiple_of: int | None = None
     example: Any = None
 
+    def choice_values(self) -> tuple | None:
+        return self.choices() if callable(self.choices) else self.choices
+
     def allowed(self) -> str:
         """The allowed values in words (for messages and ``--help-config``)."""
         if self.choices is not None:
-            return "one of " + ", ".join("null" if c is None else str(c) for c in self.choices)
+            return "one of " + ", ".join("null" if c is None else str(c) for c in self.choice_values())
         parts = []
         if self.low is not None:
             parts.append(f"{'>' if self.open_low else '>='} {_number(self.low)}")
@@ -77,8 +84,9 @@ _ENCODERS = ("vitt", "vits", "vitb", "vitl", "vitg")
 SCHEMA: dict[str, dict[str, Key] | Key] = {
     "stage": Key("adapt", "training stage (set by the command: align, fuse, adapt, teacher)", choices=STAGES),
     "model": {
-        "kind": Key(None, "student model; null: the stage's own (adapt also trains the depth_anything_v2 / "
-                    "event_student baselines)", choices=(None, "fuse", "depth_anything_v2", "event_student")),
+        "kind": Key(None, "student model, a registered kind (fuse.list_models()); null: the stage's own (adapt "
+                    "also trains the depth_anything_v2 / event_student baselines)",
+                    choices=lambda: (None, *list_models())),
         "encoder": Key("vits", "ViT encoder size", choices=_ENCODERS),
         "head_size": Key(None, "DPT head size; null: the head DA-V2 pairs with the encoder",
                          choices=(None, *_ENCODERS)),
@@ -159,7 +167,7 @@ KEYS: dict[str, Key] = _flat(SCHEMA)
 
 def _check(key: str, value: Any, spec: Key) -> Any:
     """``value`` converted to the key's type, or a ConfigError naming the key and what it allows."""
-    if spec.choices is not None and value not in spec.choices:
+    if spec.choices is not None and value not in spec.choice_values():
         raise ConfigError(f"config key {key!r} must be {spec.allowed()}, got {value!r}")
     value = _check_type(key, value, spec.default if spec.default is not None else spec.example, spec)
     if isinstance(value, (int, float)) and not isinstance(value, bool):

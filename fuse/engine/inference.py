@@ -30,14 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fuse.errors import DataFormatError
+from fuse.errors import DataFormatError, UsageError
+from fuse.registry import model_kind
 from fuse.data.dataset import check_files_exist, load_depth, load_image_rgb, load_voxel, read_split_list
 from fuse.data.prep import sample_stem
 from fuse.data.transforms import lower_bound_size, normalize_image, resize_image, resize_voxel
 from fuse.events import FrameInfo, MvsecRecording, normalize_voxel, voxel_grid
 
-IMAGE_KINDS = ("fuse", "depth_anything_v2")
-EVENT_KINDS = ("fuse", "event_student")
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,11 @@ def predict(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     kind = model.config.kind
-    needs_image, needs_voxel = kind in IMAGE_KINDS, kind in EVENT_KINDS
+    inputs = model_kind(kind).inputs
+    unsupported = [name for name in inputs if name not in ("image", "events")]
+    if unsupported:
+        raise UsageError(f"predict() feeds images and voxel grids; a {kind} model also takes {unsupported}")
+    needs_image, needs_voxel = "image" in inputs, "events" in inputs
     if needs_image and image is None:
         raise ValueError(f"a {kind} model needs an image")
     if needs_voxel and voxel is None:
@@ -172,13 +175,9 @@ def predict(
     try:
         network = bfloat16_copy(model) if precision == "bf16" and parameter.dtype != torch.bfloat16 else model
         dtype = next(network.parameters()).dtype
+        tensors = {"image": image_tensor, "events": voxel_tensor}
         with torch.inference_mode():
-            if kind == "fuse":
-                out = network(image_tensor.to(device, dtype), voxel_tensor.to(device, dtype))
-            elif kind == "depth_anything_v2":
-                out = network(image_tensor.to(device, dtype))
-            else:
-                out = network(voxel_tensor.to(device, dtype))
+            out = network(*(tensors[name].to(device, dtype) for name in inputs))
             out = F.interpolate(out[:, None].float(), size=(height, width), mode="bilinear", align_corners=True)[:, 0]
     finally:
         model.train(was_training)

@@ -98,5 +98,3 @@ STAGES: dict[str, Stage] = {
                      _is_head, "stand-in teacher: supervised relative depth when no DA-V2 checkpoint is at hand",
                      (InitFile("depth_anything", _DAV2.kinds, _DAV2.made_by, required=False, head="relative"),)),
 }
-
-MODEL_INPUTS = {"depth_anything_v2": "image", "event_student": "events", "fuse": "image+events"}

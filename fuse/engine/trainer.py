@@ -35,9 +35,10 @@ from fuse.engine.checkpoint import CheckpointError, read_resumable, save_checkpo
 from fuse.engine.config import ConfigError, dump_config
 from fuse.engine.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
 from fuse.engine.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
-from fuse.engine.stages import MODEL_INPUTS, STAGES, Stage
+from fuse.engine.stages import STAGES, Stage
 from fuse.engine.weights import load_weights, read_weights
 from fuse.models import build_model
+from fuse.registry import model_kind
 from fuse.models.lora import lora_layers
 from fuse.data.constants import dataset_info
 
@@ -103,6 +104,7 @@ class Trainer:
         self.config = config
         self.stage: Stage = STAGES[config["stage"]]
         self.kind: str = config["model"]["kind"] or self.stage.student
+        self.inputs = model_kind(self.kind).inputs
         run = config["run"]
         if self.kind not in self.stage.student_kinds():
             raise ConfigError(f"config key 'model.kind' is {self.kind}, but stage {self.stage.name} trains "
@@ -376,8 +378,8 @@ class Trainer:
         image = batch["image"].to(self.device, non_blocking=True)
         voxel = batch["voxel"].to(self.device, non_blocking=True)
         with self._autocast():
-            inputs = {"image": (image,), "events": (voxel,), "image+events": (image, voxel)}[MODEL_INPUTS[self.kind]]
-            pred, features = self.model(*inputs, return_features=True)
+            tensors = {"image": image, "events": voxel}
+            pred, features = self.model(*(tensors[name] for name in self.inputs), return_features=True)
             named: dict[str, torch.Tensor] = {}
             if self.teacher is not None:
                 clean = batch.get("image_clean", batch["image"]).to(self.device, non_blocking=True)

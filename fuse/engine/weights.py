@@ -18,6 +18,7 @@ from torch import nn
 from fuse.engine.checkpoint import FORMAT, CheckpointError, read_checkpoint
 from fuse.models import ENCODER_SIZES, HEAD_SIZES, ModelConfig, build_from_config, event_patch_weight_from_rgb
 from fuse.models.lora import LoRALinear
+from fuse.registry import model_kind
 
 ENCODER_PARTS = ("image_encoder", "prompt_encoder")
 # Parameters the upstream code defines but never uses in a forward pass.
@@ -193,7 +194,7 @@ def _check_sizes(model: nn.Module, layout: FileLayout, path: str, parts: list[st
 
 def _check_kind(model: nn.Module, layout: FileLayout, path: str, into: str | None) -> None:
     kind = model.config.kind
-    if layout.kind == "fuse" and kind != "fuse" and into != "depth_head":
+    if layout.kind not in model_kind(kind).layouts and into != "depth_head":
         raise CheckpointError(
             f"checkpoint {path} holds {layout.describe()}, but a {kind} model was asked for; "
             f"build_model('fuse', ...) to load it"

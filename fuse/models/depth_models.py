@@ -18,8 +18,8 @@ from fuse.models.lora import DEFAULT_TARGETS, add_lora
 from fuse.models.parallel import run_side_by_side
 from fuse.models.sizes import PATCH_SIZE, check_input_size, encoder_size, head_size
 from fuse.models.vit import DinoVisionTransformer
+from fuse.registry import ModelKind, model_kind, register_model
 
-MODEL_KINDS = ("depth_anything_v2", "event_student", "fuse")
 FAITHFUL_EVENT_BINS = 3
 MIN_FUSION_GRID = 4  # the 3-level pyramid of FreDFuse needs a token grid of at least 4x4
 
@@ -39,8 +39,8 @@ class ModelConfig:
     lora_targets: tuple[str, ...] = field(default=DEFAULT_TARGETS)
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"unknown model {self.kind!r}; expected one of {MODEL_KINDS}")
+        if self.kind not in MODEL_CLASSES:
+            raise ValueError(f"ModelConfig describes {tuple(MODEL_CLASSES)}, not {self.kind!r}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"unknown head {self.head!r}; expected one of {HEAD_KINDS}")
         if self.event_bins < 1:
@@ -184,25 +184,38 @@ MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "fuse": FUSE,
 }
 
-DEFAULT_HEADS = {"depth_anything_v2": "relative", "event_student": "relative", "fuse": "metric"}
+def _builder(name: str, default_head: str):
+    def build(encoder: str = "vits", head: str | None = None, head_size: str | None = None,
+              max_depth: float | None = None, event_bins: int = FAITHFUL_EVENT_BINS, **options) -> nn.Module:
+        """A randomly initialized model; ``head`` defaults to the kind's, ``max_depth`` to 80 m (MVSEC)
+        for a metric head."""
+        head = head or default_head
+        if max_depth is None:
+            max_depth = 80.0 if head == "metric" else 1.0
+        return build_from_config(ModelConfig(kind=name, encoder=encoder, head_size=head_size, head=head,
+                                             max_depth=max_depth, event_bins=event_bins, **options))
 
-
-def build_model(name: str, encoder: str = "vits", head: str | None = None, head_size: str | None = None,
-                max_depth: float | None = None, event_bins: int = FAITHFUL_EVENT_BINS, **options) -> nn.Module:
-    """Build a randomly initialized model; load weights with ``fuse.load_weights``.
-
-    ``head`` defaults to "relative" for ``depth_anything_v2``/``event_student`` and "metric" for
-    ``fuse``; ``max_depth`` defaults to 80 (MVSEC) for metric heads and is unused otherwise.
-    """
-    if name not in MODEL_CLASSES:
-        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_KINDS}")
-    head = head or DEFAULT_HEADS[name]
-    if max_depth is None:
-        max_depth = 80.0 if head == "metric" else 1.0
-    config = ModelConfig(kind=name, encoder=encoder, head_size=head_size, head=head, max_depth=max_depth,
-                         event_bins=event_bins, **options)
-    return build_from_config(config)
+    return build
 
 
 def build_from_config(config: ModelConfig) -> nn.Module:
     return MODEL_CLASSES[config.kind](config)
+
+
+_HEAD_OUTPUTS = {"metric": "metric_depth", "relative": "relative_inverse_depth"}
+_DAV2_LAYOUTS = ("depth_anything_v2", "event_student")
+for _kind in (
+    ModelKind("depth_anything_v2", _builder("depth_anything_v2", "relative"), ("image",), _HEAD_OUTPUTS,
+              _DAV2_LAYOUTS, "Depth Anything V2: DINOv2 encoder + DPT head (the image teacher)", "relative"),
+    ModelKind("event_student", _builder("event_student", "relative"), ("events",), _HEAD_OUTPUTS, _DAV2_LAYOUTS,
+              "stage-1 event encoder: DA-V2 cloned for voxel grids, adapted with LoRA", "relative"),
+    ModelKind("fuse", _builder("fuse", "metric"), ("image", "events"), _HEAD_OUTPUTS, ("fuse", *_DAV2_LAYOUTS),
+              "FUSE: image and event encoders fused by FreDFuse, DPT head", "metric"),
+):
+    register_model(_kind)
+MODEL_KINDS = tuple(MODEL_CLASSES)
+
+
+def build_model(name: str, **options) -> nn.Module:
+    """A randomly initialized model of any registered kind; load weights with ``fuse.load_weights``."""
+    return model_kind(name).build(**options)
