@@ -26,6 +26,7 @@ from fuse.engine.metrics import (
     write_json,
 )
 from fuse.engine.inference import SplitSource
+from fuse.engine.prediction import PredictionRequest, predict_to_folder
 from fuse.engine.published import SEQUENCES, SIZES, PublishedRow, fuse_row, peer_rows
 from fuse.errors import EvalInputError, UsageError
 from fuse.provenance import MANIFEST
@@ -141,25 +142,14 @@ def _check_recorded_predictions(pred: Path, args: argparse.Namespace) -> None:
 
 def _evaluate_model(args: argparse.Namespace) -> int:
     """Predict the split with ``infer`` (into ``--pred``), then score against its depth maps."""
-    from fuse.cli import infer
-
     if not (args.checkpoint and args.split):
         raise UsageError("--checkpoint and --split go together")
-    infer_parser = argparse.ArgumentParser()
-    infer.add_arguments(infer_parser)
-    infer_argv = ["--checkpoint", args.checkpoint, "--split", args.split, "--precision", args.precision]
-    for option, value in (("--out", args.pred), ("--size", args.size), ("--max-depth", args.max_depth),
-                          ("--dataset", args.dataset), ("--limit", args.limit)):
-        if value is not None:
-            infer_argv += [option, str(value)]
-    if args.pred is None:
-        infer_argv += ["--out-root", str(Path("outputs") / "eval")]
-    infer_argv += [flag for flag, wanted in (("--no-progress", args.no_progress), ("--overwrite", args.overwrite),
-                                             ("--debug", args.debug)) if wanted]
-    infer_args = infer_parser.parse_args(infer_argv)
-    infer._check_arguments(infer_args)
+    request = PredictionRequest(
+        checkpoint=args.checkpoint, split=args.split, out=args.pred, out_root=str(Path("outputs") / "eval"),
+        dataset=args.dataset, size=args.size, precision=args.precision, limit=args.limit, max_depth=args.max_depth,
+        overwrite=args.overwrite, progress=not args.no_progress)
     _check_checkpoint(args)
-    result = infer.infer(infer_args)
+    result = predict_to_folder(request)
     print(result.summary, file=sys.stderr)
     args.pred, args.dataset = str(result.out), result.dataset
     source = SplitSource(args.split)

@@ -213,7 +213,6 @@ for _kind in (
               "FUSE: image and event encoders fused by FreDFuse, DPT head", "metric"),
 ):
     register_model(_kind)
-MODEL_KINDS = tuple(MODEL_CLASSES)
 
 
 def build_model(name: str, **options) -> nn.Module:
