@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 INPUTS = ("image", "events", "sparse_depth", "dsi_patch")
 OUTPUTS = ("metric_depth", "relative_inverse_depth", "normalized_log_depth", "point_depth")
 # Packages whose import registers the built-in kinds.
-BUILTIN_METHODS = ("fuse.models",)
+BUILTIN_METHODS = ("fuse.models", "fuse.engine.stages")
 
 
 @dataclass(frozen=True)
@@ -61,20 +61,21 @@ def register_model(kind: ModelKind) -> ModelKind:
     return kind
 
 
-def _load_builtin() -> None:
+def load_methods() -> None:
+    """Import the built-in methods, which register their model kinds and stages."""
     for package in BUILTIN_METHODS:
         importlib.import_module(package)
 
 
 def list_models() -> list[str]:
     """The names of every registered model kind."""
-    _load_builtin()
+    load_methods()
     return sorted(_KINDS)
 
 
 def model_kind(name: str) -> ModelKind:
     """The registered kind ``name``, or a ``UsageError`` listing the known ones."""
-    _load_builtin()
+    load_methods()
     if name not in _KINDS:
         raise UsageError(f"unknown model {name!r}; expected one of {sorted(_KINDS)}")
     return _KINDS[name]

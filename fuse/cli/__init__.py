@@ -10,11 +10,8 @@ from collections.abc import Callable
 
 from fuse.errors import EXIT_BAD_INPUT, FuseError
 
+# Commands besides the training stages, which come from the stage registry (one command each).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "align": ("fuse.cli.train", "stage 1: align an event encoder to the DA-V2 image teacher (LoRA)"),
-    "fuse": ("fuse.cli.train", "stage 2: train FreDFuse on degraded inputs against the clean-image teacher"),
-    "adapt": ("fuse.cli.train", "stage 3: train the metric depth head on MVSEC or DENSE"),
-    "teacher": ("fuse.cli.train", "stand-in relative-depth teacher when no DA-V2 checkpoint is at hand (demo)"),
     "eval": ("fuse.cli.evaluate", "evaluate predictions against ground truth (E2Depth protocol)"),
     "infer": ("fuse.cli.infer", "predict depth maps, colored PNGs and panels"),
     "convert": ("fuse.cli.convert", "convert an upstream FUSE / stage-1 / DA-V2 file into this project's format"),
@@ -33,11 +30,20 @@ def run_command(run: Callable[[argparse.Namespace], int | None], args: argparse.
         return EXIT_BAD_INPUT
 
 
+def _stage_commands() -> dict[str, tuple[str, str]]:
+    from fuse.engine.stages import STAGES
+    from fuse.registry import load_methods
+
+    load_methods()
+    return {name: ("fuse.cli.train", stage.description) for name, stage in STAGES.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fuse", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fuse", description="Train, run and evaluate image / event "
+                                     "depth models: one command per training stage, plus infer, eval and convert.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules, parsers = {}, {}
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (module_name, help_text) in {**_stage_commands(), **COMMANDS}.items():
         module = importlib.import_module(module_name)
         modules[name] = module
         parsers[name] = sub.add_parser(name, help=help_text, description=help_text)

@@ -18,9 +18,8 @@ import yaml
 
 from fuse.atomic import write_text_atomic
 from fuse.errors import ConfigError
-from fuse.registry import list_models
+from fuse.registry import list_models, load_methods
 
-STAGES = ("align", "fuse", "adapt", "teacher")
 # The smallest network input: FreDFuse halves the token grid twice (fuse.models.depth_models).
 MIN_INPUT_SIZE = 56
 PATCH = 14
@@ -67,6 +66,13 @@ class Key:
         return f"{kind} " + " and ".join(parts)
 
 
+def _stage_names() -> tuple[str, ...]:
+    from fuse.engine.stages import STAGES
+
+    load_methods()
+    return tuple(STAGES)
+
+
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
@@ -82,7 +88,8 @@ def _at_least(default: int | float | None, low: float, help: str, **kwargs: Any)
 _ENCODERS = ("vitt", "vits", "vitb", "vitl", "vitg")
 
 SCHEMA: dict[str, dict[str, Key] | Key] = {
-    "stage": Key("adapt", "training stage (set by the command: align, fuse, adapt, teacher)", choices=STAGES),
+    "stage": Key("adapt", "training stage (set by the command: a registered stage, fuse.engine.stages)",
+                 choices=lambda: _stage_names()),
     "model": {
         "kind": Key(None, "student model, a registered kind (fuse.list_models()); null: the stage's own (adapt "
                     "also trains the depth_anything_v2 / event_student baselines)",

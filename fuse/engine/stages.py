@@ -7,7 +7,18 @@ which inputs the student sees and which losses apply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from fuse.errors import ConfigError
+
+
+class Loader(Protocol):
+    """How a stage loads a checkpoint into its student (the trainer logs what was loaded)."""
+
+    def __call__(self, model: nn.Module, path: str, into: str | list[str] | None = None) -> None: ...
 
 
 def _align_trainable(name: str) -> bool:
@@ -69,32 +80,85 @@ class Stage:
     description: str
     init_files: tuple[InitFile, ...] = ()
     kinds: tuple[str, ...] = ()  # student kinds ``model.kind`` may choose (default: just ``student``)
+    # How the student starts: ``initialize(load, student, config["init"])``.
+    initialize: Callable[[Loader, nn.Module, dict], None] = lambda load, student, init: None
+    select_by: str = "loss"  # validation metric (lower is better) that picks best.pth
+    depth_metrics: bool = False  # validate with the evaluation protocol's depth metrics
+    panel_depth: bool = False  # TensorBoard panels show the ground-truth depth
 
     def student_kinds(self) -> tuple[str, ...]:
         return self.kinds or (self.student,)
 
 
-STAGES: dict[str, Stage] = {
-    "align": Stage("align", "event_student", "relative", True, ("feature_cos", "l1"), _align_trainable, _is_lora,
-                   "stage 1: align an event encoder to the DA-V2 image teacher (LoRA)", (_DAV2,)),
-    "fuse": Stage("fuse", "fuse", "relative", True, ("l1", "feature_cos"), lambda n: n.startswith("prompt_fuse."),
-                  _not_encoder, "stage 2: train FreDFuse on degraded inputs against the clean-image teacher",
-                  (_DAV2, InitFile("event_encoder", {"fuse": ("event_student",)},
-                                   {"fuse": "stage 1 (align_feature.sh: runs/align_<encoder>/model.pth)"}))),
-    "adapt": Stage("adapt", "fuse", "metric", False, ("silog",), _is_head, _not_encoder,
-                   "stage 3: train the metric depth head on MVSEC or DENSE",
-                   (InitFile("foundation",
-                             {"fuse": ("fuse",), "depth_anything_v2": ("depth_anything_v2",),
-                              "event_student": ("event_student",)},
-                             {"fuse": "stage 2 (fuse_feature.sh: runs/fuse_<encoder>/model.pth)",
-                              "depth_anything_v2": "a Depth Anything V2 release or the stand-in teacher (image-only "
-                                                   "baseline)",
-                              "event_student": "stage 1 (align_feature.sh: runs/align_<encoder>/model.pth; "
-                                               "event-only baseline)"}),),
-                   kinds=("fuse", "depth_anything_v2", "event_student")),
+def _from_depth_anything(load: Loader, student: nn.Module, init: dict) -> None:
+    """Stage 1: DA-V2 everywhere (the event encoder is a clone of the image one)."""
+    if init["depth_anything"]:
+        load(student, init["depth_anything"])
+
+
+def _from_depth_anything_and_stage1(load: Loader, student: nn.Module, init: dict) -> None:
+    """Stage 2: DA-V2, then the stage-1 event encoder."""
+    _from_depth_anything(load, student, init)
+    load(student, init["event_encoder"], into="prompt_encoder")
+
+
+def _from_foundation(load: Loader, student: nn.Module, init: dict) -> None:
+    """Stage 3: everything but the head from the previous stage's output (spec §4)."""
+    parts = [part for part, _ in student.named_children() if part != "depth_head" or init["head_from_foundation"]]
+    load(student, init["foundation"], into=parts)
+
+
+def _teacher_start(load: Loader, student: nn.Module, init: dict) -> None:
+    """DA-V2 if given; from scratch, a ReLU ending whose input starts negative everywhere never
+    gets a gradient, so the last bias starts at a typical disparity and the output begins alive."""
+    if init["depth_anything"]:
+        load(student, init["depth_anything"])
+    else:
+        torch.nn.init.constant_(student.depth_head.scratch.output_conv2[2].bias, 0.2)
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(stage: Stage) -> Stage:
+    """Add a training stage; ``python -m fuse <name>`` and ``stage: <name>`` configs run it."""
+    if stage.name in STAGES and STAGES[stage.name] is not stage:
+        raise ValueError(f"stage {stage.name!r} is registered already")
+    STAGES[stage.name] = stage
+    return stage
+
+
+def stage_named(name: str) -> Stage:
+    if name not in STAGES:
+        raise ConfigError(f"unknown stage {name!r}; registered: {sorted(STAGES)}")
+    return STAGES[name]
+
+
+for _stage in (
+    Stage("align", "event_student", "relative", True, ("feature_cos", "l1"), _align_trainable, _is_lora,
+          "stage 1: align an event encoder to the DA-V2 image teacher (LoRA)", (_DAV2,),
+          initialize=_from_depth_anything),
+    Stage("fuse", "fuse", "relative", True, ("l1", "feature_cos"), lambda n: n.startswith("prompt_fuse."),
+          _not_encoder, "stage 2: train FreDFuse on degraded inputs against the clean-image teacher",
+          (_DAV2, InitFile("event_encoder", {"fuse": ("event_student",)},
+                           {"fuse": "stage 1 (align_feature.sh: runs/align_<encoder>/model.pth)"})),
+          initialize=_from_depth_anything_and_stage1),
+    Stage("adapt", "fuse", "metric", False, ("silog",), _is_head, _not_encoder,
+          "stage 3: train the metric depth head on MVSEC or DENSE",
+          (InitFile("foundation",
+                    {"fuse": ("fuse",), "depth_anything_v2": ("depth_anything_v2",),
+                     "event_student": ("event_student",)},
+                    {"fuse": "stage 2 (fuse_feature.sh: runs/fuse_<encoder>/model.pth)",
+                     "depth_anything_v2": "a Depth Anything V2 release or the stand-in teacher (image-only baseline)",
+                     "event_student": "stage 1 (align_feature.sh: runs/align_<encoder>/model.pth; event-only "
+                                      "baseline)"}),),
+          kinds=("fuse", "depth_anything_v2", "event_student"), initialize=_from_foundation,
+          select_by="abs_rel", depth_metrics=True, panel_depth=True),
     # Not a FUSE stage: a stand-in relative-depth teacher for machines without the DA-V2 weights
     # (the embedded demo). Trains the whole DA-V2 model on ground-truth inverse depth.
-    "teacher": Stage("teacher", "depth_anything_v2", "relative", False, ("disparity_l1",), _all_but_mask_token,
-                     _is_head, "stand-in teacher: supervised relative depth when no DA-V2 checkpoint is at hand",
-                     (InitFile("depth_anything", _DAV2.kinds, _DAV2.made_by, required=False, head="relative"),)),
-}
+    Stage("teacher", "depth_anything_v2", "relative", False, ("disparity_l1",), _all_but_mask_token,
+          _is_head, "stand-in teacher: supervised relative depth when no DA-V2 checkpoint is at hand",
+          (InitFile("depth_anything", _DAV2.kinds, _DAV2.made_by, required=False, head="relative"),),
+          initialize=_teacher_start),
+):
+    register_stage(_stage)

@@ -35,7 +35,7 @@ from fuse.engine.checkpoint import CheckpointError, read_resumable, save_checkpo
 from fuse.engine.config import ConfigError, dump_config
 from fuse.engine.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
 from fuse.engine.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
-from fuse.engine.stages import STAGES, Stage
+from fuse.engine.stages import Stage, stage_named
 from fuse.engine.weights import load_weights, read_weights
 from fuse.models import build_model
 from fuse.registry import model_kind
@@ -102,7 +102,7 @@ class Trainer:
 
     def __init__(self, config: dict, resume: bool = False) -> None:
         self.config = config
-        self.stage: Stage = STAGES[config["stage"]]
+        self.stage: Stage = stage_named(config["stage"])
         self.kind: str = config["model"]["kind"] or self.stage.student
         self.inputs = model_kind(self.kind).inputs
         run = config["run"]
@@ -205,7 +205,7 @@ class Trainer:
                       lora_rank=model_cfg["lora_rank"])
         max_depth = model_cfg["max_depth"] if stage.student_head == "metric" else 1.0
         student = build_model(self.kind, head=stage.student_head, max_depth=max_depth, **common)
-        self._initialize(student, init)
+        self.stage.initialize(self._load, student, init)
         for name, param in student.named_parameters():
             param.requires_grad_(stage.trainable(name))
         self._merge_frozen_lora(student)
@@ -224,21 +224,9 @@ class Trainer:
             if not any(p.requires_grad for p in layer.parameters()):
                 layer.merge()
 
-    def _initialize(self, student, init: dict) -> None:
-        """Stage 1: DA-V2 everywhere. Stage 2: DA-V2, then the stage-1 event encoder. Stage 3: all but
-        the head from the previous stage's output (``init.foundation``). Teacher: DA-V2 if given."""
-        name = self.stage.name
-        if name in ("align", "fuse", "teacher") and init["depth_anything"]:
-            self._log_load(load_weights(student, init["depth_anything"]))
-        elif name == "teacher":
-            # From scratch, a ReLU ending whose input starts negative everywhere never gets a
-            # gradient; start its bias at a typical disparity so the output begins alive.
-            torch.nn.init.constant_(student.depth_head.scratch.output_conv2[2].bias, 0.2)
-        if name == "fuse":
-            self._log_load(load_weights(student, init["event_encoder"], into="prompt_encoder"))
-        if name == "adapt":
-            parts = [part for part, _ in student.named_children() if part != "depth_head" or init["head_from_foundation"]]
-            self._log_load(load_weights(student, init["foundation"], into=parts))
+    def _load(self, model, path: str, into=None) -> None:
+        """Load a checkpoint for the stage's ``initialize`` and log what it held."""
+        self._log_load(load_weights(model, path, into=into))
 
     def _log_load(self, report) -> None:
         if self.ctx.is_main:
@@ -496,11 +484,12 @@ class Trainer:
         self.save_latest()
 
     def _selection(self, metrics: dict) -> tuple[str, float | None]:
-        return ("abs_rel", metrics.get("abs_rel")) if self.stage.name == "adapt" else ("loss", metrics.get("loss"))
+        return self.stage.select_by, metrics.get(self.stage.select_by)
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Adapt: the evaluation protocol's metrics (reduced over ranks). Align/fuse: the stage loss."""
+        """The stage loss, plus the evaluation protocol's depth metrics where the stage asks for them
+        (reduced over ranks)."""
         self.student.eval()
         info = dataset_info(self.config["data"]["dataset"])
         sampler = ResumableSampler(len(self.val_set), self.ctx, seed=0, shuffle=False)
@@ -511,12 +500,12 @@ class Trainer:
             total, _, pred = self.compute_losses(batch)
             loss_sum += total.double()
             batches += 1
-            if self.stage.name == "adapt":
+            if self.stage.depth_metrics:
                 depth = batch["depth"].to(self.device)
                 sums = add_sums(sums, batch_metric_sums(_at_size(pred.float(), depth.shape[-2:]), depth, info.min_depth, info.max_depth))
         self.student.train()
         metrics: dict = {"loss": float(mean_over_ranks(loss_sum / max(batches, 1), self.ctx))}
-        if self.stage.name == "adapt":
+        if self.stage.depth_metrics:
             metrics |= {k: v for k, v in finalize_sums(all_reduce_sums(sums)).items() if v is not None}
         return metrics
 
@@ -544,7 +533,7 @@ class Trainer:
         events = norm(batch["voxel"][0].sum(0))
         pred = norm(self._last_pred[0].detach().cpu())
         tiles = [image, events, pred]
-        if self.stage.name == "adapt":
+        if self.stage.panel_depth:
             tiles.append(norm(batch["depth"][0]))
         self.writer.add_image("panel", torch.cat(tiles, dim=1)[None], self.step)
 
