@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from fuse.errors import UsageError
+from fuse.errors import FuseError, UsageError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -50,15 +50,41 @@ class ModelKind:
         return self.outputs[head]
 
 
-_KINDS: dict[str, ModelKind] = {}
+Entry = TypeVar("Entry")
+
+
+class Registry(Generic[Entry]):
+    """Named entries (model kinds, training stages) that methods add when they are imported."""
+
+    def __init__(self, what: str, error: type[FuseError] = UsageError) -> None:
+        self.what, self.error = what, error
+        self.entries: dict[str, Entry] = {}
+
+    def register(self, name: str, entry: Entry) -> Entry:
+        """Add an entry; another entry under a taken name is an error."""
+        if name in self.entries and self.entries[name] is not entry:
+            raise ValueError(f"{self.what} {name!r} is registered already")
+        self.entries[name] = entry
+        return entry
+
+    def names(self) -> list[str]:
+        load_methods()
+        return list(self.entries)
+
+    def get(self, name: str) -> Entry:
+        """The entry ``name``, or the registry's error listing the known names."""
+        load_methods()
+        if name not in self.entries:
+            raise self.error(f"unknown {self.what} {name!r}; expected one of {sorted(self.entries)}")
+        return self.entries[name]
+
+
+MODELS: Registry[ModelKind] = Registry("model")
 
 
 def register_model(kind: ModelKind) -> ModelKind:
-    """Add a kind; registering another kind under a taken name is an error."""
-    if kind.name in _KINDS and _KINDS[kind.name] is not kind:
-        raise ValueError(f"model kind {kind.name!r} is registered already")
-    _KINDS[kind.name] = kind
-    return kind
+    """Add a model kind (``fuse.build_model(kind.name)``, ``model.kind`` in configs)."""
+    return MODELS.register(kind.name, kind)
 
 
 def load_methods() -> None:
@@ -69,13 +95,9 @@ def load_methods() -> None:
 
 def list_models() -> list[str]:
     """The names of every registered model kind."""
-    load_methods()
-    return sorted(_KINDS)
+    return sorted(MODELS.names())
 
 
 def model_kind(name: str) -> ModelKind:
     """The registered kind ``name``, or a ``UsageError`` listing the known ones."""
-    load_methods()
-    if name not in _KINDS:
-        raise UsageError(f"unknown model {name!r}; expected one of {sorted(_KINDS)}")
-    return _KINDS[name]
+    return MODELS.get(name)

@@ -41,7 +41,7 @@ class MeanDepth(nn.Module):
 
 @pytest.fixture
 def mean_depth(monkeypatch):
-    monkeypatch.setattr(registry, "_KINDS", dict(registry._KINDS))  # registered for this test only
+    monkeypatch.setattr(registry.MODELS, "entries", dict(registry.MODELS.entries))  # for this test only
     return registry.register_model(registry.ModelKind(
         "mean_depth", MeanDepth, ("image",), {"metric": "metric_depth"}, (), "test kind"))
 

@@ -32,10 +32,8 @@ def run_command(run: Callable[[argparse.Namespace], int | None], args: argparse.
 
 def _stage_commands() -> dict[str, tuple[str, str]]:
     from fuse.engine.stages import STAGES
-    from fuse.registry import load_methods
 
-    load_methods()
-    return {name: ("fuse.cli.train", stage.description) for name, stage in STAGES.items()}
+    return {name: ("fuse.cli.train", STAGES.get(name).description) for name in STAGES.names()}
 
 
 def main(argv: list[str] | None = None) -> int:

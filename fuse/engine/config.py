@@ -18,7 +18,7 @@ import yaml
 
 from fuse.atomic import write_text_atomic
 from fuse.errors import ConfigError
-from fuse.registry import list_models, load_methods
+from fuse.registry import list_models
 
 # The smallest network input: FreDFuse halves the token grid twice (fuse.models.depth_models).
 MIN_INPUT_SIZE = 56
@@ -69,8 +69,7 @@ class Key:
 def _stage_names() -> tuple[str, ...]:
     from fuse.engine.stages import STAGES
 
-    load_methods()
-    return tuple(STAGES)
+    return tuple(STAGES.names())
 
 
 def _number(value: float) -> str:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fuse.errors import ConfigError
+from fuse.registry import Registry
 
 
 class Loader(Protocol):
@@ -117,21 +118,16 @@ def _teacher_start(load: Loader, student: nn.Module, init: dict) -> None:
         torch.nn.init.constant_(student.depth_head.scratch.output_conv2[2].bias, 0.2)
 
 
-STAGES: dict[str, Stage] = {}
+STAGES: Registry[Stage] = Registry("stage", ConfigError)
 
 
 def register_stage(stage: Stage) -> Stage:
     """Add a training stage; ``python -m fuse <name>`` and ``stage: <name>`` configs run it."""
-    if stage.name in STAGES and STAGES[stage.name] is not stage:
-        raise ValueError(f"stage {stage.name!r} is registered already")
-    STAGES[stage.name] = stage
-    return stage
+    return STAGES.register(stage.name, stage)
 
 
 def stage_named(name: str) -> Stage:
-    if name not in STAGES:
-        raise ConfigError(f"unknown stage {name!r}; registered: {sorted(STAGES)}")
-    return STAGES[name]
+    return STAGES.get(name)
 
 
 for _stage in (
