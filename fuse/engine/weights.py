@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from types import SimpleNamespace
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -17,7 +18,9 @@ from torch import nn
 
 from fuse.engine.checkpoint import FORMAT, CheckpointError, read_checkpoint
 from fuse.models import ENCODER_SIZES, HEAD_SIZES, ModelConfig, build_from_config, event_patch_weight_from_rgb
+from fuse.models.depth_models import MODEL_CLASSES
 from fuse.models.lora import LoRALinear
+from fuse.errors import UsageError
 from fuse.registry import model_kind
 
 ENCODER_PARTS = ("image_encoder", "prompt_encoder")
@@ -46,9 +49,9 @@ class FileLayout:
         parts = [f"a {self.kind} checkpoint with encoder {self.encoder}"]
         if self.head_size:
             parts.append(f"head {self.head_size}")
-        if self.config is not None:
-            parts.append(f"{self.config.head} head" + (f" (max depth {self.config.max_depth:g} m)"
-                                                       if self.config.head == "metric" else ""))
+        head = getattr(self.config, "head", None)
+        if head is not None:
+            parts.append(f"{head} head" + (f" (max depth {self.config.max_depth:g} m)" if head == "metric" else ""))
         if self.event_bins is not None and self.kind != "depth_anything_v2":
             parts.append(f"{self.event_bins} event bins")
         stage = (self.run_config or {}).get("stage")
@@ -139,9 +142,27 @@ def inspect_state(state: dict, path: str = "<memory>") -> FileLayout:
     raise CheckpointError(f"checkpoint {path} is not a DA-V2, stage-1 or FUSE checkpoint (first keys: {sample})")
 
 
+def _registered_layout(raw: dict, path: str) -> FileLayout | None:
+    """This project's checkpoint of a registered kind outside the DA-V2 / FUSE family: its
+    ``model_config`` holds the kind's builder options, its ``model`` the state dict."""
+    config = raw.get("model_config") if raw.get("format") == FORMAT else None
+    if not isinstance(config, dict) or config.get("kind") in MODEL_CLASSES:
+        return None
+    try:
+        kind = model_kind(str(config.get("kind")))
+    except UsageError as error:
+        raise CheckpointError(f"checkpoint {path} holds a model of an unregistered kind: {error}") from None
+    run_config = raw.get("run_config")
+    return FileLayout(kind.name, True, str(config.get("encoder", "-")), None, None, False,
+                      config=SimpleNamespace(**config), run_config=run_config if isinstance(run_config, dict) else None)
+
+
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], FileLayout]:
     """Read a checkpoint file and classify it."""
     raw = read_checkpoint(path)
+    registered = _registered_layout(raw, str(path))
+    if registered is not None:
+        return _strip(raw), registered
     state = _strip(raw)
     layout = inspect_state(state, str(path))
     if raw.get("format") == FORMAT:
@@ -309,6 +330,8 @@ def load_model(path: str | os.PathLike, **overrides) -> tuple[nn.Module, LoadRep
     FUSE file, whose head ending cannot be read from the tensors.
     """
     state, layout = read_weights(path)
+    if layout.kind not in MODEL_CLASSES:
+        return _load_registered(path, state, layout, overrides)
     if layout.config is not None:
         config = layout.config.with_changes(**overrides)
     else:
@@ -323,3 +346,16 @@ def load_model(path: str | os.PathLike, **overrides) -> tuple[nn.Module, LoadRep
         config = ModelConfig(kind=layout.kind, encoder=layout.encoder, **defaults)
     model = build_from_config(config)
     return model, load_weights(model, path)
+
+
+def _load_registered(path: str | os.PathLike, state: dict, layout: FileLayout,
+                     overrides: dict) -> tuple[nn.Module, LoadReport]:
+    """Build a registered kind from the options its checkpoint records and load every tensor."""
+    options = {key: value for key, value in vars(layout.config).items() if key != "kind"} | overrides
+    model = model_kind(layout.kind).build(**options)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"checkpoint {path} does not fit the {layout.kind} model it describes "
+                              f"({str(error).splitlines()[0]})") from None
+    return model, LoadReport(str(path), layout, loaded=sorted(state))
