@@ -77,23 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.numbins < 1:
-        raise prep.PrepError(f"--numbins must be >= 1, got {args.numbins}")
-    if not args.root.is_dir():
-        raise prep.PrepError(f"DENSE root not found: {args.root}")
-    splits = args.splits or [s for s in SPLITS if (args.root / s).is_dir()]
-    if not splits:
-        raise prep.PrepError(f"{args.root} holds none of {', '.join(SPLITS)}")
-    for split in splits:
-        if not (args.root / split).is_dir():
-            raise prep.PrepError(f"split folder not found: {args.root / split}")
-    for split in splits:
-        process_split(split, args)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
+    def run(args: argparse.Namespace) -> int:
+        return prep.run_splits(args, "DENSE", SPLITS,
+                               lambda split: args.root / split if (args.root / split).is_dir() else None, process_split)
+
     return prep.run_script(build_parser(), run, argv)
 
 

@@ -83,11 +83,12 @@ def load_events_npz(path: Path) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
-def split_folder(root: Path, split: str) -> Path:
+def split_folder(root: Path, split: str) -> Path | None:
+    """The folder of a split (its release name, or the split's own name), None when absent."""
     for name in (SPLIT_FOLDERS[split], split):
         if (root / name).is_dir():
             return root / name
-    raise prep.PrepError(f"no folder for split {split!r} in {root} (expected {SPLIT_FOLDERS[split]}/ or {split}/)")
+    return None
 
 
 def find_sequences(split_dir: Path) -> list[tuple[str, Path]]:
@@ -147,22 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.numbins < 1:
-        raise prep.PrepError(f"--numbins must be >= 1, got {args.numbins}")
-    if not args.root.is_dir():
-        raise prep.PrepError(f"EventScape root not found: {args.root}")
-    splits = args.splits or [s for s in SPLIT_FOLDERS if any((args.root / n).is_dir() for n in (SPLIT_FOLDERS[s], s))]
-    if not splits:
-        raise prep.PrepError(f"{args.root} holds none of {', '.join(SPLIT_FOLDERS.values())}")
-    for split in splits:
-        split_folder(args.root, split)
-    for split in splits:
-        process_split(split, args)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
+    def run(args: argparse.Namespace) -> int:
+        return prep.run_splits(args, "EventScape", tuple(SPLIT_FOLDERS), lambda split: split_folder(args.root, split),
+                               process_split)
+
     return prep.run_script(build_parser(), run, argv)
 
 

@@ -434,6 +434,24 @@ def pair_sequence(seq_dir: Path, layout: FolderLayout, match: str, tol: float) -
     )
 
 
+def run_splits(args: argparse.Namespace, label: str, splits: Sequence[str], find: Callable[[str], Path | None],
+               process: Callable[[str, argparse.Namespace], int]) -> int:
+    """The split data sets' ``run``: check the root and every asked split (``find(split)`` gives its
+    folder or None) before converting any, then convert each."""
+    if not args.root.is_dir():
+        raise PrepError(f"{label} root not found: {args.root}")
+    folders = {split: find(split) for split in splits}
+    chosen = args.splits or [split for split, folder in folders.items() if folder is not None]
+    if not chosen:
+        raise PrepError(f"{args.root} holds no split folder of {label} (expected one of {', '.join(splits)})")
+    missing = [split for split in chosen if folders[split] is None]
+    if missing:
+        raise PrepError(f"split folder not found for {missing[0]!r} in {args.root}")
+    for split in chosen:
+        process(split, args)
+    return 0
+
+
 # Options that do not change what a prepared file holds (everything else is recorded as a setting).
 OPERATIONAL_OPTIONS = frozenset({"root", "out", "splits", "overwrite", "debug", "save_events", "numbins"})
 
