@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from fuse.data.constants import DatasetInfo, dataset_info
 from fuse.data.degradations import Degradation, build_degradation
 from fuse.data.transforms import SampleTransform
-from fuse.errors import DataFormatError, MissingDataError
+from fuse.errors import DataFormatError, FuseError, MissingDataError
 
 MODES = ("train", "val", "test")
 _MAX_LISTED_MISSING = 5
@@ -96,15 +96,16 @@ def load_image_rgb(path: Path) -> np.ndarray:
     raise DataFormatError(f"image must have 1, 3 or 4 channels, got shape {image.shape}: {path}")
 
 
-def load_npy(path: Path) -> np.ndarray:
-    """``np.load`` without pickles, turning every read failure into an error naming the file."""
+def load_npy(path: Path, error: type[FuseError] = DataFormatError, mmap_mode: str | None = None) -> np.ndarray:
+    """``np.load`` without pickles; every read failure is ``error`` naming the file (the project's
+    one ``.npy`` reader: training data, predictions, preparation inputs)."""
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise DataFormatError(f"cannot read npy file (corrupt or truncated?): {path}: {exc}") from exc
+        raise error(f"cannot read npy file (corrupt or truncated?): {path}: {exc}") from exc
     if not isinstance(array, np.ndarray):  # np.load opens any zip (.npz, a checkpoint) as an archive
         array.close()
-        raise DataFormatError(f"not an npy file (a zip archive such as .npz or a checkpoint): {path}")
+        raise error(f"not an npy file (a zip archive such as .npz or a checkpoint): {path}")
     return array
 
 

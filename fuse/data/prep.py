@@ -29,6 +29,7 @@ from fuse.atomic import remove_stale_temps, save_npy_atomic, write_bytes_atomic,
 from fuse.cli import run_command
 from fuse.cli.ranges import non_negative_float, positive_int
 from fuse.events import voxel_grid
+from fuse.data import dataset
 from fuse.errors import PrepError
 from fuse.provenance import SAMPLE_PATTERNS, OutputFolder, files_identity
 
@@ -89,15 +90,8 @@ def save_text(path: Path, lines: Iterable[str]) -> None:
 
 
 def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
-    """``np.load`` that reports unreadable files as ``PrepError`` naming the file."""
-    try:
-        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise PrepError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(array, np.ndarray):  # np.load opens any zip (.npz, a checkpoint) as an archive
-        array.close()
-        raise PrepError(f"cannot read {path}: it is a zip archive (.npz or a checkpoint), not an .npy array")
-    return array
+    """The dataset's ``.npy`` reader, reporting unreadable files as ``PrepError``."""
+    return dataset.load_npy(path, PrepError, mmap_mode)
 
 
 def npy_shape(path: Path) -> tuple[int, ...]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from fuse.atomic import write_text_atomic
 from fuse.data.constants import dataset_info
+from fuse.data.dataset import load_npy
 from fuse.errors import EvalInputError
 from fuse.engine.published import PAPER_COLUMNS, PublishedRow
 
@@ -346,13 +347,7 @@ def pair_files(pred_dir: str | os.PathLike, target_dir: str | os.PathLike) -> li
 
 def load_frame(path: Path) -> np.ndarray:
     """Load one ``.npy`` depth map, naming the file in any error."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise EvalInputError(f"cannot read {path} as a .npy array: {exc}") from exc
-    if not isinstance(array, np.ndarray):  # np.load opens any zip (.npz, a checkpoint) as an archive
-        array.close()
-        raise EvalInputError(f"cannot read {path} as a .npy array: it is a zip archive (.npz or a checkpoint)")
+    array = load_npy(path, EvalInputError)
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise EvalInputError(f"{path} holds {array.dtype} values, not depths")
     return array
