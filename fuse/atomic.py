@@ -63,10 +63,11 @@ def check_writable(folder: str | os.PathLike, create: bool = True) -> Path:
     try:
         probe = atomic_write(target / ".write_test", lambda handle: handle.write(b"0" * 4096))
     except WriteError as error:
-        if target == folder:
+        refused = error.__cause__  # the file system's own OSError
+        if target == folder or not isinstance(refused, OSError):
             raise
-        raise write_error(folder, OSError(error.errno, f"{error.strerror.split(': ', 1)[-1].split(';')[0]} "
-                                                       f"(in {target}, where it would be created)")) from None
+        reason = refused.strerror or str(refused)
+        raise write_error(folder, OSError(refused.errno, f"{reason} (in {target}, where it would be created)")) from None
     probe.unlink()
     return folder
 

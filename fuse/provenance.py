@@ -88,6 +88,21 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def read_manifest(manifest: str | os.PathLike) -> dict[str, Any] | None:
+    """The identity a manifest records, None when there is none; a damaged one is a ``ProvenanceError``."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("made_by"), dict):
+        raise ProvenanceError(f"{manifest} is damaged or not this project's; delete it, choose another "
+                              "output folder or pass --overwrite to start over")
+    return data["made_by"]
+
+
 class OutputFolder:
     """A restartable output folder whose files are ``patterns`` (globs relative to it).
 
@@ -112,16 +127,7 @@ class OutputFolder:
 
     def recorded(self) -> dict[str, Any] | None:
         """The identity recorded in the folder, or None when there is no manifest."""
-        if not self.manifest.is_file():
-            return None
-        try:
-            data = json.loads(self.manifest.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            data = None
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("made_by"), dict):
-            raise ProvenanceError(f"{self.manifest} is damaged or not this project's; delete it, choose another "
-                                  "output folder or pass --overwrite to start over")
-        return data["made_by"]
+        return read_manifest(self.manifest)
 
     def complete(self) -> bool:
         """Every file of ``patterns`` (taken as plain names) exists and was made with this identity."""

@@ -23,7 +23,7 @@ from tqdm import tqdm  # noqa: E402
 
 from fuse.cli.ranges import positive_int  # noqa: E402
 from fuse.data import prep  # noqa: E402
-from fuse.provenance import OutputFolder  # noqa: E402
+from fuse.provenance import MANIFEST, OutputFolder, read_manifest  # noqa: E402
 
 _MAX_LISTED_MISSING = 5
 
@@ -114,7 +114,7 @@ def voxel_folders(jobs: list[Job], num_bins: int, overwrite: bool) -> dict[Path,
     the sequence's raw windows (its ``provenance.json``), so voxels of re-prepared events are never reused."""
     folders = {}
     for voxel_dir in sorted({job.voxel.parent for job in jobs}):
-        prepared = OutputFolder(voxel_dir.parent, "preparation", {}, ()).recorded()
+        prepared = read_manifest(voxel_dir.parent / MANIFEST)
         folders[voxel_dir] = OutputFolder(voxel_dir, "change_bins",
                                           {"num_bins": num_bins, "events_prepared_by": prepared}, ("*.npy",),
                                           overwrite=overwrite)

@@ -10,7 +10,6 @@ metric depth.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from fuse.engine.metrics import (
 from fuse.engine.inference import SplitSource
 from fuse.engine.prediction import PredictionRequest, predict_to_folder
 from fuse.engine.published import SEQUENCES, SIZES, PublishedRow, fuse_row, peer_rows
-from fuse.errors import EvalInputError, UsageError
-from fuse.provenance import MANIFEST
+from fuse.errors import EvalInputError, ProvenanceError, UsageError
+from fuse.provenance import MANIFEST, read_manifest
 
 
 
@@ -129,9 +128,9 @@ def _check_recorded_predictions(pred: Path, args: argparse.Namespace) -> None:
     for manifest in (pred / MANIFEST, pred.parent / MANIFEST):
         if manifest.is_file():
             try:
-                made_by = json.loads(manifest.read_text(encoding="utf-8"))["made_by"]
+                made_by = read_manifest(manifest)
                 head, dataset = made_by["model"]["head"], made_by["dataset"]
-            except (OSError, ValueError, KeyError, TypeError):
+            except (ProvenanceError, KeyError, TypeError):
                 return
             _check_prediction_kind(head, f"{pred} (see {manifest})", args)
             if dataset != args.dataset:

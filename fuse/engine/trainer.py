@@ -113,7 +113,7 @@ class Trainer:
             raise ConfigError("config key 'run.device' is cuda, but CUDA is not available here; use auto or cpu")
         # Everything is checked before anything is created: a refused run leaves no folder behind.
         check_writable(run["output_dir"], create=False)
-        self.init_layouts = self._check_init_files()
+        self._check_init_files()
         device_type = "cuda" if run["device"] == "cuda" or (run["device"] == "auto" and torch.cuda.is_available()) else "cpu"
         self.ctx: DistContext = init_distributed(device_type)
         self.device = torch.device(device_type, self.ctx.local_rank) if device_type == "cuda" else torch.device("cpu")
@@ -155,10 +155,9 @@ class Trainer:
         remove_stale_temps(self.out)
         dump_config(self.config, self.out / "config.yaml")
 
-    def _check_init_files(self) -> dict:
+    def _check_init_files(self) -> None:
         """Each checkpoint the stage reads holds what the stage needs (``Stage.init_files``), or one
-        message says what it holds and which stage makes the right one. Returns the files' layouts."""
-        layouts = {}
+        message says what it holds and which stage makes the right one."""
         for need in self.stage.init_files:
             path = self.config["init"][need.key]
             if not path:
@@ -174,8 +173,6 @@ class Trainer:
                     f"init.{need.key}: checkpoint {path} holds {layout.describe()}, but stage {self.stage.name} of a "
                     f"{self.kind} model needs {' or '.join(wanted)}" + (f" with a {need.head} head" if need.head else "")
                     + f": {need.made_by[self.kind]}")
-            layouts[need.key] = layout
-        return layouts
 
     def _check_free_space(self) -> None:
         """Fail before the first step, not at a checkpoint hours later, when the checkpoints cannot fit.
@@ -315,10 +312,11 @@ class Trainer:
         rng = state["rng"][min(self.ctx.rank, len(state["rng"]) - 1)]
         _set_rng_state(rng)
 
-    def _note_config_changes(self, saved: dict, prefix: str = "") -> None:
+    def _note_config_changes(self, saved: dict) -> None:
         """Print the settings that differ from the interrupted run's (allowed, but the user should know)."""
+        before_run = self._flat(saved)
         for key, now in self._flat(self.config).items():
-            before = self._flat(saved).get(key)
+            before = before_run.get(key)
             if before != now:
                 print(f"note: {key} is {now!r} now, {before!r} in the interrupted run", file=sys.stderr)
 

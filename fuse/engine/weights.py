@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from types import SimpleNamespace
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Sequence
 
 import torch
@@ -218,7 +218,7 @@ def _check_kind(model: nn.Module, layout: FileLayout, path: str, into: str | Non
     if layout.kind not in model_kind(kind).layouts and into != "depth_head":
         raise CheckpointError(
             f"checkpoint {path} holds {layout.describe()}, but a {kind} model was asked for; "
-            f"build_model('fuse', ...) to load it"
+            f"build_model('{layout.kind}', ...) to load it"
         )
 
 
