@@ -27,7 +27,7 @@ LABELS = {"fp32": "ours fp32", "in_turn": "ours fp32, encoders in turn", "bf16":
 
 
 def one_after_another(tasks, device):
-    """fuse.models.parallel.run_side_by_side without the threads: the encoders run in turn."""
+    """fuse.layers.parallel.run_side_by_side without the threads: the encoders run in turn."""
     return [task() for task in tasks]
 
 
@@ -69,8 +69,8 @@ def _reference(kind: str, encoder: str, model):
 def cpu_table(threads: int, rounds: int) -> str:
     import torch
 
-    from fuse.engine.inference import bfloat16_copy
-    from fuse.models import depth_models
+    from fuse.evaluate.inference import bfloat16_copy
+    from fuse.methods.fuse import models as depth_models
 
     side_by_side = depth_models.run_side_by_side
     torch.set_num_threads(threads)
@@ -134,9 +134,9 @@ def cpu_table(threads: int, rounds: int) -> str:
     lines = machine_lines("torch", "timm") + [
         f"- CPU, {threads} threads (torch.set_num_threads), batch 1, random weights, inference_mode",
         "- 'ours fp32' is the default path: FUSE's two encoders side by side, one core each",
-        "  (fuse/models/parallel.py); 'encoders in turn' is the same model with that switched off",
+        "  (fuse/layers/parallel.py); 'encoders in turn' is the same model with that switched off",
         "- 'ours bf16' is what `predict(precision=\"bf16\")` runs: a bfloat16 copy of the weights",
-        "  (fuse.engine.inference.bfloat16_copy), bf16 inputs; 'bf16 autocast' keeps float32 weights and",
+        "  (fuse.evaluate.inference.bfloat16_copy), bf16 inputs; 'bf16 autocast' keeps float32 weights and",
         "  runs under torch.autocast, which converts every weight on every call",
         "- the last column: relative L2 difference of the depth map against ours fp32 (for the reference,",
         "  the agreement of the two fp32 implementations)",
@@ -155,7 +155,7 @@ def parts_table(threads: int, rounds: int) -> str:
     fp32 and bf16, against the same-run matmul rate (per core for the one-thread rows)."""
     import torch
 
-    from fuse.engine.inference import bfloat16_copy
+    from fuse.evaluate.inference import bfloat16_copy
 
     torch.set_num_threads(threads)
     matmul, matmul_flops = matmul_candidate()
@@ -221,7 +221,7 @@ def ops_table(rounds: int) -> str:
     import torch
     import torch.nn.functional as F
 
-    from fuse.models.attention import attention
+    from fuse.layers.attention import attention
 
     torch.set_num_threads(1)
     tokens, dim = 362, 384
@@ -236,11 +236,11 @@ def ops_table(rounds: int) -> str:
         "linear 362x1536 -> 384 (mlp.fc2)": (lambda a, b: F.linear(a, b), (h, w2), 2 * tokens * dim * 4 * dim),
         "attention, 6 heads of 362x64 (SDPA)": (lambda a: F.scaled_dot_product_attention(a, a, a), (q,),
                                                  4 * 6 * tokens * tokens * 64),
-        "attention, 6 heads of 362x64 (fuse.models.attention: SDPA in fp32, bmm in bf16)":
+        "attention, 6 heads of 362x64 (fuse.layers.attention: SDPA in fp32, bmm in bf16)":
             (lambda a: attention(a, a, a), (q,), 4 * 6 * tokens * tokens * 64),
         "FreDFuse attention, 6 heads of 361x32 (SDPA)": (lambda a: F.scaled_dot_product_attention(a, a, a),
                                                           (q_fuse,), 4 * 6 * (tokens - 1) ** 2 * 32),
-        "FreDFuse attention, 6 heads of 361x32 (fuse.models.attention)": (lambda a: attention(a, a, a), (q_fuse,),
+        "FreDFuse attention, 6 heads of 361x32 (fuse.layers.attention)": (lambda a: attention(a, a, a), (q_fuse,),
                                                                           4 * 6 * (tokens - 1) ** 2 * 32),
         "layer norm 362x384": (lambda a: F.layer_norm(a, (dim,)), (x,), 0),
         "GELU 362x1536": (F.gelu, (h,), 0),

@@ -40,7 +40,7 @@ def _prepare(root: Path, encoder: str) -> dict[str, str]:
     import torch
 
     import fuse
-    from fuse.engine.checkpoint import save_checkpoint
+    from fuse.checkpoint import save_checkpoint
     from tests.engine_fixtures import write_split, write_teacher
 
     split = root / "data" / "seq.txt"
@@ -57,7 +57,7 @@ def _prepare(root: Path, encoder: str) -> dict[str, str]:
 
 
 def _config(stage: str, encoder: str, files: dict[str, str], out: Path, **extra):
-    from fuse.engine.config import load_config
+    from fuse.train.config import load_config
 
     items = {"model.encoder": encoder, "data.dataset": "mvsec", "data.train_split": files["split"],
              "optim.batch_size": 2, "optim.epochs": 1000, "run.output_dir": str(out), "run.log_every": 1000,
@@ -74,7 +74,7 @@ def measure_stage(stage: str, encoder: str, root: Path, steps: int) -> dict:
     """In this process: step time, data wait and peak RSS of ``steps`` steps (after two warm-up steps)."""
     import resource
 
-    from fuse.engine.trainer import Trainer
+    from fuse.train.trainer import Trainer
 
     files = _prepare(root, encoder)
     trainer = Trainer(_config(stage, encoder, files, root / f"run_{stage}_{encoder}"))
@@ -108,9 +108,9 @@ def merge_comparison(root: Path, rounds: int) -> list[list]:
     """Stage 2 (vits): merged vs unmerged LoRA vs straightforward, same batch, interleaved."""
     import torch
 
-    from fuse.engine.trainer import Trainer
-    from fuse.models import depth_models
-    from fuse.models.lora import LoRALinear
+    from fuse.train.trainer import Trainer
+    from fuse.methods.fuse import models as depth_models
+    from fuse.layers.lora import LoRALinear
 
     files = _prepare(root, "vits")
     trainers = {

@@ -88,7 +88,7 @@ def count_flops(fn: Callable[[], object]) -> float:
     """FLOPs of one call (torch.utils.flop_counter; a multiply-add counts 2).
 
     Counted with one intra-op thread: the counter is a per-thread dispatch mode, so it would
-    miss work that fuse.models.parallel hands to other threads (the FLOPs are the same).
+    miss work that fuse.layers.parallel hands to other threads (the FLOPs are the same).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode

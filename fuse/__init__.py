@@ -24,15 +24,15 @@ def list_models() -> list[str]:
 
 
 def load_weights(model, path, strict: bool = True, into=None):
-    """Load a checkpoint file into ``model`` (see ``fuse.engine.weights.load_weights``)."""
-    from fuse.engine.weights import load_weights as _load
+    """Load a checkpoint file into ``model`` (see ``fuse.weights.load_weights``)."""
+    from fuse.weights import load_weights as _load
 
     return _load(model, path, strict=strict, into=into)
 
 
 def __getattr__(name: str):
     if name == "ModelConfig":
-        from fuse.models import ModelConfig
+        from fuse.methods.fuse import ModelConfig
 
         return ModelConfig
     raise AttributeError(f"module 'fuse' has no attribute {name!r}")

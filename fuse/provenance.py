@@ -21,7 +21,7 @@ from fuse.atomic import write_text_atomic
 from fuse.errors import ProvenanceError
 
 MANIFEST = "provenance.json"
-# The files of one prepared sequence (``fuse.data.prep`` layout).
+# The files of one prepared sequence (``fuse.prep.common`` layout).
 SAMPLE_PATTERNS = ("images/*.png", "depths/*.npy", "voxels/*.npy", "events/*.npy")
 FORMAT = "fuse-output/1"
 _CHUNK = 1 << 22

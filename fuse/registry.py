@@ -8,9 +8,10 @@ loading, evaluation and visualization can serve any kind that uses them.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from fuse.errors import FuseError, UsageError
 
@@ -19,8 +20,18 @@ if TYPE_CHECKING:
 
 INPUTS = ("image", "events", "sparse_depth", "dsi_patch")
 OUTPUTS = ("metric_depth", "relative_inverse_depth", "normalized_log_depth", "point_depth")
-# Packages whose import registers the built-in kinds.
-BUILTIN_METHODS = ("fuse.models", "fuse.engine.stages")
+METHODS_PACKAGE = "fuse.methods"
+ENTRY_POINT_GROUP = "fuse.methods"  # methods shipped by other distributions
+
+
+class ModelSettings(Protocol):
+    """What every model's ``config`` offers: checkpoints record ``to_dict()`` (the builder's
+    options) and prediction reads the kind and the head ending."""
+
+    kind: str
+    head: str
+
+    def to_dict(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -29,7 +40,7 @@ class ModelKind:
 
     ``build(**options)`` returns a randomly initialized model; ``inputs`` are the forward
     arguments in order; ``outputs`` maps a head ending (``options["head"]``) to what the model
-    predicts; ``layouts`` are the checkpoint layouts (``fuse.engine.weights`` file kinds) it loads.
+    predicts; ``layouts`` are the checkpoint layouts (``fuse.weights`` file kinds) it loads.
     """
 
     name: str
@@ -87,9 +98,26 @@ def register_model(kind: ModelKind) -> ModelKind:
     return MODELS.register(kind.name, kind)
 
 
+def method_packages() -> list[str]:
+    """Every method package: the subpackages of ``fuse.methods`` and the ``fuse.methods`` entry points."""
+    from importlib.metadata import entry_points
+
+    import fuse.methods
+
+    found = [f"{METHODS_PACKAGE}.{info.name}" for info in pkgutil.iter_modules(fuse.methods.__path__) if info.ispkg]
+    return sorted(found) + sorted(point.value for point in entry_points(group=ENTRY_POINT_GROUP))
+
+
+_loaded = False
+
+
 def load_methods() -> None:
-    """Import the built-in methods, which register their model kinds and stages."""
-    for package in BUILTIN_METHODS:
+    """Import every method package once; importing one registers its kinds, stages and protocols."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for package in method_packages():
         importlib.import_module(package)
 
 

@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 from tqdm import tqdm  # noqa: E402
 
 from fuse.cli.ranges import positive_int  # noqa: E402
-from fuse.data import prep  # noqa: E402
+from fuse.prep import common as prep  # noqa: E402
 from fuse.provenance import MANIFEST, OutputFolder, read_manifest  # noqa: E402
 
 _MAX_LISTED_MISSING = 5

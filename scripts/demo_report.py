@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fuse.data.constants import dataset_info  # noqa: E402
 from fuse.data.dataset import read_split_list  # noqa: E402
 from fuse.atomic import write_text_atomic  # noqa: E402
-from fuse.engine.metrics import MetricAccumulator, frame_metrics  # noqa: E402
-from fuse.engine.visualize import write_png_atomic  # noqa: E402
+from fuse.evaluate.metrics import MetricAccumulator, frame_metrics  # noqa: E402
+from fuse.evaluate.visualize import write_png_atomic  # noqa: E402
 
 ROWS = (("constant", "constant (train median)"), ("image", "image only (teacher + metric head)"),
         ("events", "events only (aligned encoder + metric head)"), ("fuse", "FUSE (image + events)"))

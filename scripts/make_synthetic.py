@@ -1,7 +1,7 @@
 """Write a synthetic MVSEC-layout recording (``<name>_data.hdf5`` + ``<name>_gt.hdf5``).
 
 Example: ``python scripts/make_synthetic.py --out data/synthetic --name day --frames 200``
-and ``... --name night --seed 1 --night``. See ``fuse/data/synthetic.py`` for the content.
+and ``... --name night --seed 1 --night``. See ``fuse/demo/synthetic.py`` for the content.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fuse.cli.ranges import non_negative_int, positive_int  # noqa: E402
 from fuse.cli import run_command  # noqa: E402
 from fuse.provenance import OutputFolder  # noqa: E402
-from fuse.data.synthetic import MVSEC_HEIGHT, MVSEC_WIDTH, write_recording  # noqa: E402
+from fuse.demo.synthetic import MVSEC_HEIGHT, MVSEC_WIDTH, write_recording  # noqa: E402
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

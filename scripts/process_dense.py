@@ -27,7 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fuse.data import prep  # noqa: E402
+from fuse.prep import common as prep  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 FRAME_RE = re.compile(r"^frame_(\d+)\.png$")

@@ -39,7 +39,7 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 from fuse.cli.ranges import positive_float  # noqa: E402
-from fuse.data import prep  # noqa: E402
+from fuse.prep import common as prep  # noqa: E402
 from fuse.data.constants import dataset_info  # noqa: E402
 
 SPLIT_FOLDERS = {"train": "Town01-03_train", "val": "Town05_val", "test": "Town05_test"}

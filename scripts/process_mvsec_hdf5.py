@@ -1,5 +1,5 @@
 """Prepare MVSEC sequences for training and evaluation: images, depth maps, event voxels and
-a split list per sequence (layout in fuse/events/mvsec_export.py).
+a split list per sequence (layout in fuse/prep/mvsec.py).
 
     python scripts/process_mvsec_hdf5.py --root /data/mvsec --out /data/mvsec_processed
     python scripts/process_mvsec_hdf5.py --root /data/mvsec --out OUT outdoor_day2 --save-events
@@ -21,7 +21,7 @@ if __package__ in (None, ""):
 from fuse.atomic import check_writable  # noqa: E402
 from fuse.cli import run_command  # noqa: E402
 from fuse.errors import ProvenanceError, RecordingError, WriteError  # noqa: E402
-from fuse.events.mvsec_export import DEFAULT_SEQUENCES, ExportSummary, export_sequence  # noqa: E402
+from fuse.prep.mvsec import DEFAULT_SEQUENCES, ExportSummary, export_sequence  # noqa: E402
 
 
 def _positive_int(text: str) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 import fuse
-from fuse.engine.checkpoint import save_checkpoint
+from fuse.checkpoint import save_checkpoint
 
 
 def write_split(root: Path, name: str = "seq", frames: int = 8, height: int = 42, width: int = 56, bins: int = 3,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fuse.cli import main
-from fuse.engine.metrics import metric_keys
+from fuse.evaluate.metrics import metric_keys
 
 REPO = Path(__file__).resolve().parents[1]
 

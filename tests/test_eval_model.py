@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 import fuse
-from fuse.engine.checkpoint import save_checkpoint
-from fuse.engine.metrics import evaluate_folders
+from fuse.checkpoint import save_checkpoint
+from fuse.evaluate.metrics import evaluate_folders
 from tests.engine_fixtures import write_split
 
 ROOT = Path(__file__).resolve().parents[1]

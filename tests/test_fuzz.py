@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fuse.data.prep import PrepError, standardize_events
-from fuse.engine.metrics import (
+from fuse.prep.common import PrepError, standardize_events
+from fuse.evaluate.metrics import (
     METRIC_NAMES,
     MetricAccumulator,
     batch_metric_sums,

@@ -28,7 +28,7 @@ import torch
 
 import fuse
 from fuse.cli import main as fuse_main
-from fuse.engine.checkpoint import save_checkpoint
+from fuse.checkpoint import save_checkpoint
 from tests import mvsec_fixtures
 from tests.engine_fixtures import write_split, write_teacher
 from tests.test_dense_eventscape_prep import (

@@ -1,4 +1,4 @@
-"""``fuse.engine.inference.predict``, the frame sources and the ``infer`` command."""
+"""``fuse.evaluate.inference.predict``, the frame sources and the ``infer`` command."""
 from __future__ import annotations
 
 import shutil
@@ -14,12 +14,12 @@ from torch import nn
 import fuse
 from fuse.cli import main
 from fuse.data.dataset import EventDepthDataset, load_image_rgb, load_voxel
-from fuse.engine.checkpoint import save_checkpoint
-from fuse.engine.inference import RecordingSource, SplitSource, bfloat16_copy, network_inputs, predict
-from fuse.engine.visualize import depth_colorbar
-from fuse.engine.weights import load_model
+from fuse.checkpoint import save_checkpoint
+from fuse.evaluate.inference import RecordingSource, SplitSource, bfloat16_copy, network_inputs, predict
+from fuse.evaluate.visualize import depth_colorbar
+from fuse.weights import load_model
 from fuse.events import voxel_grid
-from fuse.models import ModelConfig
+from fuse.methods.fuse import ModelConfig
 from tests import mvsec_fixtures
 
 HEIGHT, WIDTH = 60, 80
@@ -162,7 +162,7 @@ def test_bf16_copy_is_reused_until_the_weights_change(workspace):
 
 
 def test_bf16_attention_on_cpu_matches_sdpa():
-    from fuse.models.attention import attention
+    from fuse.layers.attention import attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, n, 16, generator=g) for n in (50, 70, 70))

@@ -9,7 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from fuse.engine.metrics import (
+from fuse.evaluate.metrics import (
     METRIC_NAMES,
     MetricAccumulator,
     add_sums,
@@ -21,7 +21,7 @@ from fuse.engine.metrics import (
     metric_keys,
     prediction_to_depth,
 )
-from fuse.engine.published import PAPER_COLUMNS, PUBLISHED, fuse_row, peer_rows
+from fuse.evaluate.published import PAPER_COLUMNS, PUBLISHED, fuse_row, peer_rows
 
 MVSEC_MIN = 80.0 * math.exp(-3.70378)  # ≈ 1.97 m
 MVSEC_MAX = 80.0

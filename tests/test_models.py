@@ -5,9 +5,9 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 
 import fuse
-from fuse.models import FreDFuse, LoRALinear, merge_lora, unmerge_lora
-from fuse.models.depth_models import event_patch_weight_from_rgb
-from fuse.models.lora import add_lora
+from fuse.methods.fuse import FreDFuse, LoRALinear, merge_lora, unmerge_lora
+from fuse.methods.fuse.models import event_patch_weight_from_rgb
+from fuse.layers.lora import add_lora
 from tests import reference_fuse
 from tests.published_layout import depth_anything_layout, fuse_layout
 

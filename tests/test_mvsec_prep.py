@@ -14,7 +14,7 @@ import pytest
 
 from fuse.events import MvsecRecording, voxel_grid
 from fuse.events import mvsec as mvsec_module
-from fuse.events import mvsec_export
+from fuse.prep import mvsec as mvsec_export
 from tests.mvsec_fixtures import Recording, write_files, write_recording
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Side-by-side execution of independent model parts (fuse.models.parallel) and the token-layout
+"""Side-by-side execution of independent model parts (fuse.layers.parallel) and the token-layout
 FreDFuse convolutions: same results as the plain sequential / NCHW computation."""
 import threading
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import fuse
-from fuse.models.fredfuse import FusionConv
-from fuse.models.parallel import run_side_by_side
+from fuse.methods.fuse.fredfuse import FusionConv
+from fuse.layers.parallel import run_side_by_side
 
 CPU = torch.device("cpu")
 

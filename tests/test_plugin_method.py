@@ -12,9 +12,9 @@ from torch import nn
 
 from fuse import registry
 from fuse.cli import main as fuse_main
-from fuse.engine import stages
-from fuse.engine.checkpoint import save_checkpoint
-from fuse.engine.config import load_config
+from fuse.train import stages
+from fuse.checkpoint import save_checkpoint
+from fuse.train.config import load_config
 from tests.engine_fixtures import write_split
 
 

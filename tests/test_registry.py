@@ -11,8 +11,8 @@ from torch import nn
 
 import fuse
 from fuse import registry
-from fuse.engine.config import load_config
-from fuse.engine.inference import predict
+from fuse.train.config import load_config
+from fuse.evaluate.inference import predict
 from fuse.errors import ConfigError, UsageError
 
 

@@ -29,10 +29,10 @@ import torch
 import fuse
 import fuse.atomic
 from fuse.cli import main as fuse_main
-from fuse.engine import trainer as trainer_module
-from fuse.engine.checkpoint import previous_path, read_checkpoint, read_resumable, save_checkpoint
-from fuse.engine.config import load_config
-from fuse.engine.trainer import train
+from fuse.train import trainer as trainer_module
+from fuse.checkpoint import previous_path, read_checkpoint, read_resumable, save_checkpoint
+from fuse.train.config import load_config
+from fuse.train.trainer import train
 from tests.engine_fixtures import write_split, write_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +216,7 @@ def _tiny_state(step: int) -> dict:
 def test_rotation_keeps_the_previous_checkpoint_and_resume_falls_back(tmp_path, capsys):
     latest = tmp_path / "latest.pth"
     for step in (1, 2, 3):
-        fuse.engine.checkpoint.atomic_torch_save(_tiny_state(step), latest, keep_previous=True)
+        fuse.checkpoint.atomic_torch_save(_tiny_state(step), latest, keep_previous=True)
     assert read_checkpoint(latest)["step"] == 3 and read_checkpoint(previous_path(latest))["step"] == 2
 
     latest.write_bytes(latest.read_bytes()[:200])  # a copy cut short, a disk that lost data
@@ -226,12 +226,12 @@ def test_rotation_keeps_the_previous_checkpoint_and_resume_falls_back(tmp_path, 
     aside = tmp_path / "latest.unreadable.pth"
     assert aside.is_file() and not latest.exists()  # the next rotation cannot push out the good copy
 
-    fuse.engine.checkpoint.atomic_torch_save(_tiny_state(4), latest, keep_previous=True)
+    fuse.checkpoint.atomic_torch_save(_tiny_state(4), latest, keep_previous=True)
     assert read_checkpoint(previous_path(latest))["step"] == 2  # still there: nothing was rotated out
 
     previous_path(latest).unlink()
     latest.unlink()
-    with pytest.raises(fuse.engine.checkpoint.CheckpointError, match="nothing to resume"):
+    with pytest.raises(fuse.checkpoint.CheckpointError, match="nothing to resume"):
         read_resumable(latest)
 
 
@@ -243,7 +243,7 @@ def test_resume_from_another_model_or_a_model_only_file_exits_2(workspace, tmp_p
 
     state = read_checkpoint(out / "latest.pth")
     other = dict(state, model_config=dict(state["model_config"], encoder="vits"))
-    fuse.engine.checkpoint.atomic_torch_save(other, out / "latest.pth")
+    fuse.checkpoint.atomic_torch_save(other, out / "latest.pth")
     assert fuse_main([*args, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "latest.pth was written for another model (encoder: 'vits' in the file, 'vitt' now)" in err

@@ -12,10 +12,10 @@ import torch
 
 import fuse
 from fuse.cli import main as fuse_main
-from fuse.engine.checkpoint import read_checkpoint, save_checkpoint
-from fuse.engine.config import ConfigError
-from fuse.engine.losses import silog_loss
-from fuse.engine.metrics import batch_metric_sums, finalize_sums
+from fuse.checkpoint import read_checkpoint, save_checkpoint
+from fuse.train.config import ConfigError
+from fuse.train.losses import silog_loss
+from fuse.evaluate.metrics import batch_metric_sums, finalize_sums
 from tests import mvsec_fixtures
 from tests.engine_fixtures import write_split, write_teacher
 
@@ -78,7 +78,7 @@ def test_bad_key_in_a_config_file_names_the_file(tmp_path, capsys):
 
 
 def test_degradations_joined_by_plus_are_accepted(tmp_path):
-    from fuse.engine.config import load_config
+    from fuse.train.config import load_config
 
     assert load_config(None, ["data.degradation=fuse_stage2+night"])["data"]["degradation"] == "fuse_stage2+night"
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fuse.data.synthetic import (
+from fuse.demo.synthetic import (
     CAMERA_HEIGHT,
     MVSEC_HEIGHT,
     MVSEC_WIDTH,

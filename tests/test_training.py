@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fuse.engine.checkpoint import read_checkpoint
-from fuse.engine.config import ConfigError, load_config
-from fuse.engine.trainer import Trainer, train
+from fuse.checkpoint import read_checkpoint
+from fuse.train.config import ConfigError, load_config
+from fuse.train.trainer import Trainer, train
 from tests.engine_fixtures import write_split, write_teacher
 
 ROOT = Path(__file__).resolve().parents[1]

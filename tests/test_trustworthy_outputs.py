@@ -19,10 +19,10 @@ import torch
 
 import fuse
 from fuse.cli import main as fuse_main
-from fuse.engine.checkpoint import save_checkpoint
-from fuse.engine.config import load_config
-from fuse.engine.inference import SplitSource, predict
-from fuse.engine.weights import load_model
+from fuse.checkpoint import save_checkpoint
+from fuse.train.config import load_config
+from fuse.evaluate.inference import SplitSource, predict
+from fuse.weights import load_model
 from tests.engine_fixtures import write_split, write_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,7 +285,7 @@ def test_a_read_only_output_folder_is_one_message(ws, tmp_path, monkeypatch, cap
 
 
 def test_a_video_writer_that_cannot_open_is_one_message(ws, tmp_path, monkeypatch, capsys):
-    import fuse.engine.visualize as visualize
+    import fuse.evaluate.visualize as visualize
 
     monkeypatch.setattr(visualize, "MP4_CODEC", "XXXX")  # a codec OpenCV does not have
     assert fuse_main(["infer", "--checkpoint", str(ws["a"]), "--split", str(ws["split"]), "--out",

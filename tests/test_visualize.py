@@ -1,4 +1,4 @@
-"""Colored depth and events, panels, atomic PNG and MP4 writing (``fuse.engine.visualize``)."""
+"""Colored depth and events, panels, atomic PNG and MP4 writing (``fuse.evaluate.visualize``)."""
 from __future__ import annotations
 
 import errno
@@ -12,8 +12,8 @@ import pytest
 
 from fuse.atomic import WriteError
 from fuse.data.constants import dataset_info
-from fuse.engine import visualize
-from fuse.engine.visualize import (
+from fuse.evaluate import visualize
+from fuse.evaluate.visualize import (
     Mp4Writer,
     colorize_depth,
     colorize_disparity,

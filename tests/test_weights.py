@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import fuse
-from fuse.engine.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from fuse.engine.weights import inspect_state, load_model
-from fuse.models import LoRALinear
+from fuse.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from fuse.methods.fuse.weights import inspect_state
+from fuse.weights import load_model
+from fuse.methods.fuse import LoRALinear
 from tests import reference_fuse
 from tests.published_layout import depth_anything_layout, fuse_layout, random_state
 
@@ -205,7 +206,7 @@ def test_bad_files_give_one_clear_error(tmp_path):
         fuse.load_weights(fuse.build_model("depth_anything_v2", encoder="vitt"), truncated)
     foreign = tmp_path / "foreign.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, foreign)
-    with pytest.raises(CheckpointError, match="not a DA-V2"):
+    with pytest.raises(CheckpointError, match="not a checkpoint of any known layout"):
         fuse.load_weights(fuse.build_model("depth_anything_v2", encoder="vitt"), foreign)
 
 

@@ -31,7 +31,7 @@ def run_command(run: Callable[[argparse.Namespace], int | None], args: argparse.
 
 
 def _stage_commands() -> dict[str, tuple[str, str]]:
-    from fuse.engine.stages import STAGES
+    from fuse.train.stages import STAGES
 
     return {name: ("fuse.cli.train", STAGES.get(name).description) for name in STAGES.names()}
 

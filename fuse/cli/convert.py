@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 from fuse.cli.ranges import positive_float
-from fuse.engine.checkpoint import save_checkpoint
-from fuse.engine.weights import load_model
+from fuse.checkpoint import save_checkpoint
+from fuse.weights import load_model
 from fuse.errors import UsageError
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from fuse.atomic import write_text_atomic
 from fuse.cli.ranges import positive_float, positive_int
 from fuse.data.constants import DATASETS, dataset_info
-from fuse.engine.metrics import (
+from fuse.evaluate.metrics import (
     PRED_FORMATS,
     depth_settings,
     evaluate_pairs,
@@ -24,9 +24,9 @@ from fuse.engine.metrics import (
     format_table,
     write_json,
 )
-from fuse.engine.inference import SplitSource
-from fuse.engine.prediction import PredictionRequest, predict_to_folder
-from fuse.engine.published import SEQUENCES, SIZES, PublishedRow, fuse_row, peer_rows
+from fuse.evaluate.inference import SplitSource
+from fuse.evaluate.prediction import PredictionRequest, predict_to_folder
+from fuse.evaluate.published import SEQUENCES, SIZES, PublishedRow, fuse_row, peer_rows
 from fuse.errors import EvalInputError, ProvenanceError, UsageError
 from fuse.provenance import MANIFEST, read_manifest
 
@@ -162,7 +162,7 @@ def _evaluate_model(args: argparse.Namespace) -> int:
 def _check_checkpoint(args: argparse.Namespace) -> None:
     """Before spending time on predictions: the protocol's dataset is known, and a relative-head
     checkpoint is not scored as metric depth."""
-    from fuse.engine.weights import read_weights
+    from fuse.weights import read_weights
 
     _, layout = read_weights(args.checkpoint)
     head = layout.config.head if layout.config is not None else ("metric" if layout.kind == "fuse" else "relative")

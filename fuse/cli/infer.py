@@ -1,6 +1,6 @@
 """``python -m fuse infer``: depth maps, colored depth and panels for a split list or a raw recording.
 
-The command line of ``fuse.engine.prediction.predict_to_folder`` (outputs, ``provenance.json``,
+The command line of ``fuse.evaluate.prediction.predict_to_folder`` (outputs, ``provenance.json``,
 restarts and defaults from the checkpoint are described there). Bad input (checkpoint, split
 list, data file, recording, out-of-range option) and an output folder that refuses writes give
 one line naming the file and exit code 2, and create nothing.
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from fuse.cli.ranges import positive_float, positive_int
 from fuse.data.constants import DATASETS
-from fuse.engine.inference import PRECISIONS
-from fuse.engine.prediction import FALLBACK_SIZE, MIN_SIZE, PredictionRequest, predict_to_folder
-from fuse.models.dpt import HEAD_KINDS
+from fuse.evaluate.inference import PRECISIONS
+from fuse.evaluate.prediction import FALLBACK_SIZE, MIN_SIZE, PredictionRequest, predict_to_folder
+from fuse.layers.dpt import HEAD_KINDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

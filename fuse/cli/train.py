@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from fuse.engine.config import describe_keys, load_config
+from fuse.train.config import describe_keys, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train one stage."""
-    from fuse.engine.trainer import train
+    from fuse.train.trainer import train
 
     if args.help_config:
         print(describe_keys(), end="")

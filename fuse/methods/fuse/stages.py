@@ -1,25 +1,14 @@
-"""The three FUSE training stages as data (spec §4): what is built, what trains, what is compared.
+"""FUSE's three training stages (spec §4) and the stand-in teacher, registered as data.
 
-The training loop in ``fuse.engine.trainer`` is the same for all of them; a stage only says
-which student and teacher to build, which parameters train (and which get the boosted lr),
-which inputs the student sees and which losses apply.
+The trainer (``fuse.train.trainer``) runs them; each entry says which student trains, which
+parameters move, which checkpoints start it and what selects ``best.pth``.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable, Protocol
 
 import torch
 from torch import nn
 
-from fuse.errors import ConfigError
-from fuse.registry import Registry
-
-
-class Loader(Protocol):
-    """How a stage loads a checkpoint into its student (the trainer logs what was loaded)."""
-
-    def __call__(self, model: nn.Module, path: str, into: str | list[str] | None = None) -> None: ...
+from fuse.train.stages import InitFile, Loader, Stage, register_stage
 
 
 def _align_trainable(name: str) -> bool:
@@ -46,49 +35,11 @@ def _is_head(name: str) -> bool:
     return name.startswith("depth_head.")
 
 
-@dataclass(frozen=True)
-class InitFile:
-    """A checkpoint a stage reads from ``init.<key>``: which kinds of file hold what it needs.
-
-    ``kinds`` maps the student's model kind to the file kinds that fit (``fuse.engine.weights``
-    classifies files by their tensors); ``made_by`` says where the right file comes from.
-    ``head`` is the head ending the file must have where it records one.
-    """
-
-    key: str
-    kinds: dict[str, tuple[str, ...]]
-    made_by: dict[str, str]
-    required: bool = True
-    head: str | None = None
-
-
 _DAV2 = InitFile("depth_anything", {kind: ("depth_anything_v2",) for kind in ("fuse", "event_student",
                                                                                  "depth_anything_v2")},
                  {kind: "a Depth Anything V2 release (depth_anything_v2_<encoder>.pth) or the stand-in teacher "
                   "(python -m fuse teacher)" for kind in ("fuse", "event_student", "depth_anything_v2")},
                  head="relative")
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    student: str  # default model kind; ``model.kind`` may swap it (e.g. image-only baselines in adapt)
-    student_head: str  # relative | metric
-    uses_teacher: bool
-    losses: tuple[str, ...]
-    trainable: Callable[[str], bool]
-    boosted_lr: Callable[[str], bool]
-    description: str
-    init_files: tuple[InitFile, ...] = ()
-    kinds: tuple[str, ...] = ()  # student kinds ``model.kind`` may choose (default: just ``student``)
-    # How the student starts: ``initialize(load, student, config["init"])``.
-    initialize: Callable[[Loader, nn.Module, dict], None] = lambda load, student, init: None
-    select_by: str = "loss"  # validation metric (lower is better) that picks best.pth
-    depth_metrics: bool = False  # validate with the evaluation protocol's depth metrics
-    panel_depth: bool = False  # TensorBoard panels show the ground-truth depth
-
-    def student_kinds(self) -> tuple[str, ...]:
-        return self.kinds or (self.student,)
 
 
 def _from_depth_anything(load: Loader, student: nn.Module, init: dict) -> None:
@@ -116,18 +67,6 @@ def _teacher_start(load: Loader, student: nn.Module, init: dict) -> None:
         load(student, init["depth_anything"])
     else:
         torch.nn.init.constant_(student.depth_head.scratch.output_conv2[2].bias, 0.2)
-
-
-STAGES: Registry[Stage] = Registry("stage", ConfigError)
-
-
-def register_stage(stage: Stage) -> Stage:
-    """Add a training stage; ``python -m fuse <name>`` and ``stage: <name>`` configs run it."""
-    return STAGES.register(stage.name, stage)
-
-
-def stage_named(name: str) -> Stage:
-    return STAGES.get(name)
 
 
 for _stage in (

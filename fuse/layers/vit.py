@@ -14,8 +14,8 @@ from timm.layers import Mlp, PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from fuse.models.attention import Attention
-from fuse.models.sizes import PATCH_SIZE, PRETRAIN_GRID, EncoderSize, check_input_size
+from fuse.layers.attention import Attention
+from fuse.layers.sizes import PATCH_SIZE, PRETRAIN_GRID, EncoderSize, check_input_size
 
 POS_EMBED_OFFSET = 0.1  # DA-V2's "+0.1" work-around in the bicubic position-embedding resize
 

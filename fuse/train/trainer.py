@@ -1,10 +1,10 @@
-"""One training loop for the three FUSE stages (spec §4); a stage is data (``fuse.engine.stages``).
+"""One training loop for the three FUSE stages (spec §4); a stage is data (``fuse.train.stages``).
 
 Single process on CPU or one GPU, or many processes under ``torchrun`` (DDP). Rank 0 logs
 (text, TensorBoard, tqdm) and writes checkpoints; ``latest.pth`` holds everything needed to
 resume exactly (model, optimizer, scheduler, position in the epoch, RNG states). It is written
 after every epoch and every ``run.checkpoint_every_steps`` steps, rotating through
-``latest.prev.pth`` (``fuse.engine.checkpoint``), so a run killed at any moment resumes with
+``latest.prev.pth`` (``fuse.checkpoint``), so a run killed at any moment resumes with
 ``--resume`` and loses at most that many steps. The output folder is checked for writability and
 free space before the first step, and a data file that turns out bad mid-run stops the run with
 its name after saving ``latest.pth`` (single process), so nothing trained is lost.
@@ -30,16 +30,15 @@ from tqdm import tqdm
 
 from fuse.atomic import WriteError, check_writable, remove_stale_temps
 from fuse.data.dataset import DataFormatError, EventDepthDataset
-from fuse.engine import losses
-from fuse.engine.checkpoint import CheckpointError, read_resumable, save_checkpoint
-from fuse.engine.config import ConfigError, dump_config
-from fuse.engine.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
-from fuse.engine.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
-from fuse.engine.stages import Stage, stage_named
-from fuse.engine.weights import load_weights, read_weights
-from fuse.models import build_model
+from fuse.train import losses
+from fuse.checkpoint import CheckpointError, read_resumable, save_checkpoint
+from fuse.train.config import ConfigError, dump_config
+from fuse.train.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
+from fuse.evaluate.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
+from fuse.train.stages import Stage, stage_named
+from fuse.weights import load_weights, read_weights
 from fuse.registry import model_kind
-from fuse.models.lora import lora_layers
+from fuse.layers.lora import lora_layers
 from fuse.data.constants import dataset_info
 
 LOG = logging.getLogger("fuse.train")
@@ -201,15 +200,15 @@ class Trainer:
         common = dict(encoder=model_cfg["encoder"], head_size=model_cfg["head_size"], event_bins=model_cfg["event_bins"],
                       lora_rank=model_cfg["lora_rank"])
         max_depth = model_cfg["max_depth"] if stage.student_head == "metric" else 1.0
-        student = build_model(self.kind, head=stage.student_head, max_depth=max_depth, **common)
+        student = model_kind(self.kind).build(head=stage.student_head, max_depth=max_depth, **common)
         self.stage.initialize(self._load, student, init)
         for name, param in student.named_parameters():
             param.requires_grad_(stage.trainable(name))
         self._merge_frozen_lora(student)
         teacher = None
         if stage.uses_teacher:
-            teacher = build_model("depth_anything_v2", encoder=model_cfg["encoder"], head_size=model_cfg["head_size"])
-            self._log_load(load_weights(teacher, init["depth_anything"]))
+            teacher = model_kind(stage.teacher).build(encoder=model_cfg["encoder"], head_size=model_cfg["head_size"])
+            self._log_load(load_weights(teacher, init[stage.teacher_init]))
             teacher.requires_grad_(False).eval().to(self.device)
         return student.to(self.device), teacher
 

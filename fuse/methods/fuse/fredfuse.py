@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fuse.models.attention import attention
+from fuse.layers.attention import attention
 
 SHUFFLE_GROUPS = 8
 

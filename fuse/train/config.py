@@ -20,7 +20,7 @@ from fuse.atomic import write_text_atomic
 from fuse.errors import ConfigError
 from fuse.registry import list_models
 
-# The smallest network input: FreDFuse halves the token grid twice (fuse.models.depth_models).
+# The smallest network input: FreDFuse halves the token grid twice (fuse.methods.fuse.models).
 MIN_INPUT_SIZE = 56
 PATCH = 14
 
@@ -67,7 +67,7 @@ class Key:
 
 
 def _stage_names() -> tuple[str, ...]:
-    from fuse.engine.stages import STAGES
+    from fuse.train.stages import STAGES
 
     return tuple(STAGES.names())
 
@@ -87,7 +87,7 @@ def _at_least(default: int | float | None, low: float, help: str, **kwargs: Any)
 _ENCODERS = ("vitt", "vits", "vitb", "vitl", "vitg")
 
 SCHEMA: dict[str, dict[str, Key] | Key] = {
-    "stage": Key("adapt", "training stage (set by the command: a registered stage, fuse.engine.stages)",
+    "stage": Key("adapt", "training stage (set by the command: a registered stage, fuse.train.stages)",
                  choices=lambda: _stage_names()),
     "model": {
         "kind": Key(None, "student model, a registered kind (fuse.list_models()); null: the stage's own (adapt "

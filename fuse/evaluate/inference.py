@@ -33,7 +33,7 @@ from torch import nn
 from fuse.errors import DataFormatError, UsageError
 from fuse.registry import model_kind
 from fuse.data.dataset import check_files_exist, load_depth, load_image_rgb, load_voxel, read_split_list
-from fuse.data.prep import sample_stem
+from fuse.prep.common import sample_stem
 from fuse.data.transforms import lower_bound_size, normalize_image, resize_image, resize_voxel
 from fuse.events import FrameInfo, MvsecRecording, normalize_voxel, voxel_grid
 

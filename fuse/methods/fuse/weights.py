@@ -1,27 +1,23 @@
-"""Load DA-V2 releases, upstream FUSE / stage-1 files and this project's checkpoints (spec §9).
+"""The FUSE family's checkpoint layouts: DA-V2 releases, upstream FUSE / stage-1 files and this
+project's FUSE-family files (spec §9), registered as one ``CheckpointFamily``.
 
-Every tensor of the file is either loaded or reported with a reason, and every tensor of the
-model (within the part being loaded) is either filled or reported as deliberately initialized.
 Sizes are detected from tensor shapes, so a file of another size or model fails with one
 message saying what the file holds and what was asked for.
 """
 from __future__ import annotations
 
-import os
 import re
-from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from fuse.engine.checkpoint import FORMAT, CheckpointError, read_checkpoint
-from fuse.models import ENCODER_SIZES, HEAD_SIZES, ModelConfig, build_from_config, event_patch_weight_from_rgb
-from fuse.models.depth_models import MODEL_CLASSES
-from fuse.models.lora import LoRALinear
-from fuse.errors import UsageError
+from fuse.checkpoint import FORMAT, CheckpointError
+from fuse.layers.lora import LoRALinear
+from fuse.layers.sizes import ENCODER_SIZES, HEAD_SIZES
+from fuse.methods.fuse.models import MODEL_CLASSES, ModelConfig, build_from_config, event_patch_weight_from_rgb
 from fuse.registry import model_kind
+from fuse.weights import CheckpointFamily, FileLayout, LoadReport, register_family
 
 ENCODER_PARTS = ("image_encoder", "prompt_encoder")
 # Parameters the upstream code defines but never uses in a forward pass.
@@ -30,69 +26,6 @@ LORA_KEY = re.compile(r"\.lora_[AB]$")
 LORA_RESET = "LoRA update reset to zero (merged into weight, or absent from the file)"
 MISSING = "missing from the file"
 UNMATCHED = "matches no parameter of the model"
-
-
-@dataclass
-class FileLayout:
-    """What a checkpoint holds, read from its key names and tensor shapes."""
-
-    kind: str  # depth_anything_v2 | event_student | fuse
-    ours: bool  # written by this project (LoRA stored unmerged, config recorded)
-    encoder: str
-    head_size: str | None
-    event_bins: int | None
-    has_lora: bool
-    config: ModelConfig | None = None
-    run_config: dict | None = None  # the training config of this project's files (input size, dataset, stage)
-
-    def describe(self) -> str:
-        parts = [f"a {self.kind} checkpoint with encoder {self.encoder}"]
-        if self.head_size:
-            parts.append(f"head {self.head_size}")
-        head = getattr(self.config, "head", None)
-        if head is not None:
-            parts.append(f"{head} head" + (f" (max depth {self.config.max_depth:g} m)" if head == "metric" else ""))
-        if self.event_bins is not None and self.kind != "depth_anything_v2":
-            parts.append(f"{self.event_bins} event bins")
-        stage = (self.run_config or {}).get("stage")
-        if stage:
-            parts.append(f"written by stage {stage}")
-        return ", ".join(parts)
-
-
-@dataclass
-class LoadReport:
-    """What ``load_weights`` did with every tensor."""
-
-    path: str
-    layout: FileLayout
-    loaded: list[str] = field(default_factory=list)  # model keys filled from the file
-    ignored: dict[str, str] = field(default_factory=dict)  # file key -> why it was not used
-    initialized: dict[str, str] = field(default_factory=dict)  # model key -> why it kept its init
-    adapted: dict[str, str] = field(default_factory=dict)  # model key -> how the file tensor was converted
-
-    def summary(self) -> str:
-        lines = [f"{self.path}: {self.layout.describe()}; loaded {len(self.loaded)} tensors"]
-        for title, entries in (("adapted", self.adapted), ("ignored", self.ignored), ("kept initialization", self.initialized)):
-            reasons: dict[str, int] = {}
-            for reason in entries.values():
-                reasons[reason] = reasons.get(reason, 0) + 1
-            lines += [f"  {title}: {count} ({reason})" for reason, count in reasons.items()]
-        return "\n".join(lines)
-
-
-def _strip(state: dict) -> dict[str, torch.Tensor]:
-    """Unwrap ``{"model": ...}``, drop DDP's ``module.`` prefix, rename loralib's conv wrapper."""
-    for key in ("model", "state_dict"):
-        if key in state and isinstance(state[key], dict):
-            state = state[key]
-    out = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            continue
-        key = key[len("module."):] if key.startswith("module.") else key
-        out[key.replace("patch_embed.proj.conv.", "patch_embed.proj.")] = value
-    return out
 
 
 def _block_count(state: dict, prefix: str) -> int:
@@ -125,8 +58,9 @@ def _detect_head(state: dict) -> str | None:
     return f"custom (features {features}, out_channels {out_channels})"
 
 
-def inspect_state(state: dict, path: str = "<memory>") -> FileLayout:
-    """Classify a (stripped) state dict and detect its sizes from tensor shapes."""
+def inspect_state(state: dict, path: str = "<memory>") -> FileLayout | None:
+    """Classify a (stripped) state dict and detect its sizes from tensor shapes; None when it
+    holds no DA-V2 / FUSE-family tensors."""
     has_lora = any(LORA_KEY.search(k) for k in state)
     try:
         if any(k.startswith(("image_encoder.", "prompt_encoder.", "prompt_fuse.")) for k in state):
@@ -138,42 +72,22 @@ def inspect_state(state: dict, path: str = "<memory>") -> FileLayout:
             return FileLayout(kind, False, _detect_encoder(state, "pretrained."), _detect_head(state), bins, has_lora)
     except KeyError as missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing.args[0]!r}; it is incomplete or not a DA-V2/FUSE file")
-    sample = ", ".join(list(state)[:5])
-    raise CheckpointError(f"checkpoint {path} is not a DA-V2, stage-1 or FUSE checkpoint (first keys: {sample})")
+    return None
 
 
-def _registered_layout(raw: dict, path: str) -> FileLayout | None:
-    """This project's checkpoint of a registered kind outside the DA-V2 / FUSE family: its
-    ``model_config`` holds the kind's builder options, its ``model`` the state dict."""
-    config = raw.get("model_config") if raw.get("format") == FORMAT else None
-    if not isinstance(config, dict) or config.get("kind") in MODEL_CLASSES:
-        return None
+def inspect_file(raw: dict, state: dict, path: str) -> FileLayout | None:
+    """The layout of a DA-V2 / upstream / this project's FUSE-family file, None for other files."""
+    layout = inspect_state(state, path)
+    if layout is None or raw.get("format") != FORMAT:
+        return layout
+    layout.ours = True
     try:
-        kind = model_kind(str(config.get("kind")))
-    except UsageError as error:
-        raise CheckpointError(f"checkpoint {path} holds a model of an unregistered kind: {error}") from None
+        layout.config = ModelConfig.from_dict(raw["model_config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} has a damaged model_config ({error})") from None
     run_config = raw.get("run_config")
-    return FileLayout(kind.name, True, str(config.get("encoder", "-")), None, None, False,
-                      config=SimpleNamespace(**config), run_config=run_config if isinstance(run_config, dict) else None)
-
-
-def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], FileLayout]:
-    """Read a checkpoint file and classify it."""
-    raw = read_checkpoint(path)
-    registered = _registered_layout(raw, str(path))
-    if registered is not None:
-        return _strip(raw), registered
-    state = _strip(raw)
-    layout = inspect_state(state, str(path))
-    if raw.get("format") == FORMAT:
-        layout.ours = True
-        try:
-            layout.config = ModelConfig.from_dict(raw["model_config"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {path} has a damaged model_config ({error})") from None
-        run_config = raw.get("run_config")
-        layout.run_config = run_config if isinstance(run_config, dict) else None
-    return state, layout
+    layout.run_config = run_config if isinstance(run_config, dict) else None
+    return layout
 
 
 # (model layout, model part) -> {file kind: file prefix that fills it}
@@ -222,9 +136,9 @@ def _check_kind(model: nn.Module, layout: FileLayout, path: str, into: str | Non
         )
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
-                 into: str | Sequence[str] | None = None, lora: str = "auto") -> LoadReport:
-    """Load ``path`` into ``model`` and return a ``LoadReport``.
+def load_state(model: nn.Module, state: dict, layout: FileLayout, path: str, strict: bool = True,
+               into: str | Sequence[str] | None = None, lora: str = "auto") -> LoadReport:
+    """Load a classified file's tensors into a FUSE-family ``model`` and return a ``LoadReport``.
 
     ``into`` restricts loading to some parts of the model (e.g. ``"prompt_encoder"`` to put a
     stage-1 file into FUSE's event encoder). ``lora``: "auto" treats LoRA tensors of upstream
@@ -232,8 +146,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
     them; spec §9) and those of this project's files as separate; "merged" / "separate" force it.
     With ``strict`` a tensor left unexplained on either side raises ``CheckpointError``.
     """
-    path = str(path)
-    state, layout = read_weights(path)
     _check_kind(model, layout, path, into)
     parts = _parts(model)
     if into is not None:
@@ -323,39 +235,25 @@ def _enforce(report: LoadReport, layout: FileLayout, model: nn.Module, into: str
     )
 
 
-def load_model(path: str | os.PathLike, **overrides) -> tuple[nn.Module, LoadReport]:
-    """Build the model a checkpoint describes (sizes detected from shapes) and load it.
+def build_for(layout: FileLayout, overrides: dict) -> nn.Module:
+    """The model a file describes: its recorded config, or sizes detected from its shapes.
 
     ``overrides`` are ``ModelConfig`` fields, e.g. ``head="metric", max_depth=80`` for an upstream
     FUSE file, whose head ending cannot be read from the tensors.
     """
-    state, layout = read_weights(path)
-    if layout.kind not in MODEL_CLASSES:
-        return _load_registered(path, state, layout, overrides)
     if layout.config is not None:
-        config = layout.config.with_changes(**overrides)
-    else:
-        defaults = {"head": "metric" if layout.kind == "fuse" else "relative"}
-        if layout.head_size and not layout.head_size.startswith("custom"):
-            defaults["head_size"] = layout.head_size
-        if layout.event_bins and layout.kind != "depth_anything_v2":
-            defaults["event_bins"] = layout.event_bins
-        if defaults["head"] == "metric":
-            defaults["max_depth"] = 80.0
-        defaults.update(overrides)
-        config = ModelConfig(kind=layout.kind, encoder=layout.encoder, **defaults)
-    model = build_from_config(config)
-    return model, load_weights(model, path)
+        return build_from_config(layout.config.with_changes(**overrides))
+    defaults = {"head": "metric" if layout.kind == "fuse" else "relative"}
+    if layout.head_size and not layout.head_size.startswith("custom"):
+        defaults["head_size"] = layout.head_size
+    if layout.event_bins and layout.kind != "depth_anything_v2":
+        defaults["event_bins"] = layout.event_bins
+    if defaults["head"] == "metric":
+        defaults["max_depth"] = 80.0
+    defaults.update(overrides)
+    return build_from_config(ModelConfig(kind=layout.kind, encoder=layout.encoder, **defaults))
 
 
-def _load_registered(path: str | os.PathLike, state: dict, layout: FileLayout,
-                     overrides: dict) -> tuple[nn.Module, LoadReport]:
-    """Build a registered kind from the options its checkpoint records and load every tensor."""
-    options = {key: value for key, value in vars(layout.config).items() if key != "kind"} | overrides
-    model = model_kind(layout.kind).build(**options)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise CheckpointError(f"checkpoint {path} does not fit the {layout.kind} model it describes "
-                              f"({str(error).splitlines()[0]})") from None
-    return model, LoadReport(str(path), layout, loaded=sorted(state))
+register_family(CheckpointFamily(
+    "fuse", tuple(MODEL_CLASSES), inspect_file, load_state, build_for,
+    "a DA-V2 release, an upstream FUSE / stage-1 file or this project's FUSE-family file"))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fuse.models.sizes import PATCH_SIZE, HeadSize
+from fuse.layers.sizes import PATCH_SIZE, HeadSize
 
 HEAD_KINDS = ("relative", "metric")
 

@@ -740,7 +740,7 @@ def save_recording(recording: Recording, out_dir: str | os.PathLike, name: str) 
     temps = [temp_path_for(final) for final in finals]
     try:
         cam, cfg = recording.camera, recording.config
-        attrs = {"generator": "fuse.data.synthetic", "seed": cfg.seed, "night": cfg.night,
+        attrs = {"generator": "fuse.demo.synthetic", "seed": cfg.seed, "night": cfg.night,
                  "intrinsics_fx_fy_cx_cy": np.array([cam.fx, cam.fy, cam.cx, cam.cy])}
         with h5py.File(temps[0], "w", track_order=False) as f:
             f.attrs.update(attrs)

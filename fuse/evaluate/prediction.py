@@ -32,9 +32,9 @@ from tqdm import tqdm
 
 from fuse.atomic import check_writable, remove_stale_temps
 from fuse.data.constants import DatasetInfo, dataset_info
-from fuse.data.prep import save_npy
-from fuse.engine.inference import Frame, FrameRef, RecordingSource, SplitSource, predict, recording_paths
-from fuse.engine.visualize import (
+from fuse.prep.common import save_npy
+from fuse.evaluate.inference import Frame, FrameRef, RecordingSource, SplitSource, predict, recording_paths
+from fuse.evaluate.visualize import (
     Mp4Writer,
     colorize_depth,
     colorize_disparity,
@@ -43,14 +43,14 @@ from fuse.engine.visualize import (
     relative_colorbar,
     write_png_atomic,
 )
-from fuse.engine.weights import FileLayout, load_model
+from fuse.weights import FileLayout, load_model
 from fuse.errors import UsageError
-from fuse.models import ModelConfig
+from fuse.registry import ModelSettings
 from fuse.provenance import OutputFolder, file_identity, file_sha256, identity_key
 
 # Network input of files that do not record one (DA-V2 releases, upstream FUSE): FUSE's evaluation size.
 FALLBACK_SIZE = 266
-MIN_SIZE = 56  # FreDFuse halves the token grid twice (fuse.models.depth_models.MIN_FUSION_GRID)
+MIN_SIZE = 56  # FreDFuse halves the token grid twice (fuse.methods.fuse.models.MIN_FUSION_GRID)
 OUTPUT_PATTERNS = ("depth/*.npy", "color/*.png", "panels/*.png", "panels.mp4")
 
 
@@ -153,14 +153,14 @@ def _load_model(request: PredictionRequest, device: torch.device) -> tuple[nn.Mo
     return model.to(device).eval(), layout
 
 
-def _note_unrecorded_scale(request: PredictionRequest, layout: FileLayout, config: ModelConfig, info: DatasetInfo) -> None:
+def _note_unrecorded_scale(request: PredictionRequest, layout: FileLayout, config: ModelSettings, info: DatasetInfo) -> None:
     if (not layout.ours and config.head == "metric" and request.max_depth is None
             and config.max_depth != info.max_depth):
         print(f"note: {request.checkpoint} does not record its depth scale; the metric head is scaled to "
               f"{config.max_depth:g} m (pass --max-depth {info.max_depth:g} for {info.name})", file=sys.stderr)
 
 
-def identity(request: PredictionRequest, config: ModelConfig, settings: Settings) -> dict:
+def identity(request: PredictionRequest, config: ModelSettings, settings: Settings) -> dict:
     """What determines the files of a run: checkpoint content, model, input settings, data source."""
     source = (file_identity(request.split) if request.split is not None
               else {name: file_identity(path, content=False) for name, path in
@@ -238,7 +238,7 @@ class InferResult:
 
     out: Path
     stems: list[str]
-    config: ModelConfig
+    config: ModelSettings
     dataset: str
     summary: str
 
@@ -285,7 +285,7 @@ def predict_to_folder(request: PredictionRequest) -> InferResult:
 
 
 def _summary(request: PredictionRequest, source: SplitSource | RecordingSource, out: Path, frames: int, predicted: int,
-             config: ModelConfig, settings: Settings, seconds: float) -> str:
+             config: ModelSettings, settings: Settings, seconds: float) -> str:
     """The final line: what was read, what was written and what the depth files hold."""
     content = (f"metric depth in metres (max {config.max_depth:g} m)" if config.head == "metric"
                else "relative inverse depth (evaluate with --pred-format disparity)")

@@ -34,7 +34,7 @@ from fuse.atomic import write_text_atomic
 from fuse.data.constants import dataset_info
 from fuse.data.dataset import load_npy
 from fuse.errors import EvalInputError
-from fuse.engine.published import PAPER_COLUMNS, PublishedRow
+from fuse.evaluate.published import PAPER_COLUMNS, PublishedRow
 
 if TYPE_CHECKING:
     import torch

@@ -12,12 +12,12 @@ from functools import partial
 import torch
 from torch import nn
 
-from fuse.models.dpt import HEAD_KINDS, DPTHead
-from fuse.models.fredfuse import FreDFuse
-from fuse.models.lora import DEFAULT_TARGETS, add_lora
-from fuse.models.parallel import run_side_by_side
-from fuse.models.sizes import PATCH_SIZE, check_input_size, encoder_size, head_size
-from fuse.models.vit import DinoVisionTransformer
+from fuse.layers.dpt import HEAD_KINDS, DPTHead
+from fuse.methods.fuse.fredfuse import FreDFuse
+from fuse.layers.lora import DEFAULT_TARGETS, add_lora
+from fuse.layers.parallel import run_side_by_side
+from fuse.layers.sizes import PATCH_SIZE, check_input_size, encoder_size, head_size
+from fuse.layers.vit import DinoVisionTransformer
 from fuse.registry import ModelKind, model_kind, register_model
 
 FAITHFUL_EVENT_BINS = 3
@@ -143,7 +143,7 @@ class FUSE(nn.Module):
     def encode(self, image: torch.Tensor, events: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Tapped tokens (cls included) of the image and the event encoder."""
         # The encoders never exchange data (fusion only reads their tapped tokens), so on CPU they
-        # run side by side, each on its share of the cores (fuse.models.parallel).
+        # run side by side, each on its share of the cores (fuse.layers.parallel).
         image_taps, event_taps = run_side_by_side(
             [lambda: self.image_encoder.tapped_tokens(image), lambda: self.prompt_encoder.tapped_tokens(events)],
             image.device)

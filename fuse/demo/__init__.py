@@ -1,0 +1,1 @@
+"""The embedded demo: synthetic MVSEC-format recordings for running the pipeline without data."""
