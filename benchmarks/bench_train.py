@@ -57,7 +57,7 @@ def _prepare(root: Path, encoder: str) -> dict[str, str]:
 
 
 def _config(stage: str, encoder: str, files: dict[str, str], out: Path, **extra):
-    from fuse.train.config import load_config
+    from fuse.train.config import TrainConfig, load_config
 
     items = {"model.encoder": encoder, "data.dataset": "mvsec", "data.train_split": files["split"],
              "optim.batch_size": 2, "optim.epochs": 1000, "run.output_dir": str(out), "run.log_every": 1000,
@@ -67,7 +67,7 @@ def _config(stage: str, encoder: str, files: dict[str, str], out: Path, **extra)
     if stage == "fuse":
         items["data.degradation"] = "fuse_stage2"
     items.update(extra)
-    return load_config(None, [f"{k}={v}" for k, v in items.items()], stage=stage)
+    return TrainConfig.from_dict(load_config(None, [f"{k}={v}" for k, v in items.items()], stage=stage))
 
 
 def measure_stage(stage: str, encoder: str, root: Path, steps: int) -> dict:
@@ -92,7 +92,7 @@ def measure_stage(stage: str, encoder: str, root: Path, steps: int) -> dict:
         if step >= 2:
             waits.append(ready - start)
             computes.append(done - ready)
-    return {"stage": stage, "encoder": encoder, "workers": trainer.config["data"]["workers"],
+    return {"stage": stage, "encoder": encoder, "workers": trainer.config.data.workers,
             "step": (sum(waits) + sum(computes)) / steps, "wait": sum(waits) / steps, "compute": sum(computes) / steps,
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

@@ -31,7 +31,7 @@ import fuse.atomic
 from fuse.cli import main as fuse_main
 from fuse.train import trainer as trainer_module
 from fuse.checkpoint import previous_path, read_checkpoint, read_resumable, save_checkpoint
-from fuse.train.config import load_config
+from fuse.train.config import TrainConfig, load_config
 from fuse.train.trainer import train
 from tests.engine_fixtures import write_split, write_teacher
 
@@ -163,7 +163,8 @@ def test_runs_killed_anywhere_resume_exactly(workspace, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the subprocesses: the same kernels, the same float rounding
     try:
-        reference = train(load_config(None, fuse_stage_settings(workspace, reference_out), stage="fuse"))
+        reference = train(TrainConfig.from_dict(load_config(None, fuse_stage_settings(workspace, reference_out),
+                                                            stage="fuse")))
     finally:
         torch.set_num_threads(threads)
     expected = {step: logs["loss"] for step, logs in enumerate(reference["history"], start=1)}

@@ -3,13 +3,16 @@ DDP with two gloo processes; the stage scripts run end to end."""
 import os
 import subprocess
 import sys
+from dataclasses import FrozenInstanceError, fields, is_dataclass
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 import torch
+import yaml
 
 from fuse.checkpoint import read_checkpoint
-from fuse.train.config import ConfigError, load_config
+from fuse.train.config import SCHEMA, ConfigError, TrainConfig, dump_config, load_config
 from fuse.train.trainer import Trainer, train
 from tests.engine_fixtures import write_split, write_teacher
 
@@ -32,6 +35,10 @@ def overrides(split, out, **extra):
     return [f"{k}={v}" for k, v in items.items()]
 
 
+def stage_config(stage, split, out, **extra) -> TrainConfig:
+    return TrainConfig.from_dict(load_config(None, overrides(split, out, **extra), stage=stage))
+
+
 def _eval_loss(trainer, batch):
     trainer.student.eval()
     with torch.no_grad():
@@ -41,7 +48,7 @@ def _eval_loss(trainer, batch):
 
 
 def _run_stage(stage, split, out, **extra):
-    trainer = Trainer(load_config(None, overrides(split, out, **extra), stage=stage))
+    trainer = Trainer(stage_config(stage, split, out, **extra))
     batch = next(iter(trainer._loader(trainer.val_set)))
     before_loss = _eval_loss(trainer, batch)
     before = {k: v.detach().clone() for k, v in trainer.student.state_dict().items()}
@@ -78,13 +85,13 @@ def test_three_stages_learn_and_train_only_their_parameters(workspace):
 def test_resume_reproduces_the_uninterrupted_run(workspace):
     root, split, teacher = workspace
     align = root / "align_for_resume"
-    train(load_config(None, overrides(split, align, **{"init.depth_anything": teacher, "optim.max_steps": 2}), stage="align"))
+    train(stage_config("align", split, align, **{"init.depth_anything": teacher, "optim.max_steps": 2}))
     fuse_args = {"init.depth_anything": teacher, "init.event_encoder": align / "model.pth", "optim.epochs": 2,
                  "data.degradation": "fuse_stage2"}
-    full = train(load_config(None, overrides(split, root / "full", **fuse_args), stage="fuse"))["history"]
+    full = train(stage_config("fuse", split, root / "full", **fuse_args))["history"]
     cut = root / "cut"
-    first = train(load_config(None, overrides(split, cut, **fuse_args, **{"optim.max_steps": 5}), stage="fuse"))["history"]
-    rest = train(load_config(None, overrides(split, cut, **fuse_args), stage="fuse"), resume=True)["history"]
+    first = train(stage_config("fuse", split, cut, **fuse_args, **{"optim.max_steps": 5}))["history"]
+    rest = train(stage_config("fuse", split, cut, **fuse_args), resume=True)["history"]
     assert len(first) == 5 and len(first) + len(rest) == len(full)
     assert [h["loss"] for h in first + rest] == pytest.approx([h["loss"] for h in full], rel=1e-6, abs=1e-8)
 
@@ -96,6 +103,33 @@ def test_config_errors_name_the_key(workspace):
         load_config(None, ["data.dataset=kitti"])
     with pytest.raises(ConfigError, match="optim.epochs.*int"):
         load_config(None, ["optim.epochs=ten"])
+
+
+def test_config_sections_have_exactly_the_schema_keys():
+    """The typed sections are declared by hand: they must not drift from SCHEMA (names and order)."""
+    hints = get_type_hints(TrainConfig)
+    assert [field.name for field in fields(TrainConfig)] == list(SCHEMA)
+    for field in fields(TrainConfig):
+        section = hints[field.name]
+        if isinstance(SCHEMA[field.name], dict):
+            assert is_dataclass(section), field.name
+            assert [f.name for f in fields(section)] == list(SCHEMA[field.name]), field.name
+        else:
+            assert not is_dataclass(section), field.name
+
+
+def test_typed_config_reads_and_writes_the_checked_dict(tmp_path):
+    checked = load_config(None, ["optim.betas=[0.8, 0.99]", "run.seed=7", "init.foundation=f.pth",
+                                 "optim.lr=1e-4"], stage="fuse")
+    typed = TrainConfig.from_dict(checked)
+    assert (typed.stage, typed.run.seed, typed.init.foundation, typed.optim.lr) == ("fuse", 7, "f.pth", 1e-4)
+    assert typed.optim.betas == (0.8, 0.99) and typed.model.kind is None
+    assert typed.to_dict() == checked and list(typed.to_dict()) == list(checked)
+    with pytest.raises(FrozenInstanceError):
+        typed.run.seed = 1
+    dump_config(typed, tmp_path / "config.yaml")
+    assert (tmp_path / "config.yaml").read_text() == yaml.safe_dump(checked, sort_keys=False)
+    assert load_config(tmp_path / "config.yaml") == checked
 
 
 def _env():
@@ -137,5 +171,6 @@ def test_stage_scripts_chain_by_default_paths(workspace):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(ROOT)))
 def test_shipped_configs_load(path):
-    config = load_config(path)
-    assert config["stage"] in ("align", "fuse", "adapt", "teacher")
+    checked = load_config(path)
+    assert checked["stage"] in ("align", "fuse", "adapt", "teacher")
+    assert TrainConfig.from_dict(checked).to_dict() == checked

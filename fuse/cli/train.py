@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from fuse.train.config import describe_keys, load_config
+from fuse.train.config import TrainConfig, describe_keys, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
     if args.help_config:
         print(describe_keys(), end="")
         return 0
-    train(load_config(args.config, args.overrides, stage=args.command), resume=args.resume)
+    train(TrainConfig.from_dict(load_config(args.config, args.overrides, stage=args.command)), resume=args.resume)
     return 0

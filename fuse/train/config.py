@@ -2,7 +2,9 @@
 
 Every key a run can use is described once in ``SCHEMA`` (default, meaning, allowed values;
 ``python -m fuse adapt --help-config`` prints it); an unknown key, a value of the wrong type or
-out of range is an error that names the key and what is allowed, before any work starts.
+out of range is an error that names the key and what is allowed, before any work starts. The
+checked dict becomes a ``TrainConfig`` once (``TrainConfig.from_dict``): frozen sections whose
+fields mirror ``SCHEMA``, which the trainer and the stages read as attributes.
 """
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ import copy
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -150,6 +152,133 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "merge_frozen_lora": Key(True, "frozen event encoder runs with LoRA folded into its weights"),
     },
 }
+
+
+_SectionT = TypeVar("_SectionT", bound="_Section")
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A config section as a frozen dataclass; its fields are the section's ``SCHEMA`` keys, in order.
+
+    YAML lists are tuples here so a section stays immutable; ``to_dict`` turns them back into lists,
+    so the dict (config.yaml, a checkpoint's ``run_config``) is the one ``load_config`` gave.
+    """
+
+    @classmethod
+    def from_dict(cls: type[_SectionT], values: dict[str, Any]) -> _SectionT:
+        return cls(**{name: tuple(value) if isinstance(value, list) else value for name, value in values.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class ModelSection(_Section):
+    """``model.*``: which student the stage builds and its size."""
+
+    kind: str | None
+    encoder: str
+    head_size: str | None
+    event_bins: int
+    max_depth: float
+    lora_rank: int
+
+
+@dataclass(frozen=True)
+class DataSection(_Section):
+    """``data.*``: the splits, dataset constants, input size and degradation."""
+
+    dataset: str
+    train_split: str | None
+    val_split: str | None
+    input_size: int
+    workers: int
+    degradation: str
+
+
+@dataclass(frozen=True)
+class InitSection(_Section):
+    """``init.*``: the checkpoints a stage starts from (stages name them by key, ``Stage.init_files``)."""
+
+    depth_anything: str | None
+    event_encoder: str | None
+    foundation: str | None
+    head_from_foundation: bool
+
+
+@dataclass(frozen=True)
+class OptimSection(_Section):
+    """``optim.*``: AdamW, the polynomial schedule and how long to train."""
+
+    lr: float
+    boosted_lr_mult: float
+    weight_decay: float
+    betas: tuple[float, float]
+    poly_power: float
+    epochs: int
+    batch_size: int
+    max_steps: int | None
+
+
+@dataclass(frozen=True)
+class LossSection(_Section):
+    """``loss.*``: the loss weights and the FeatureCos / SILog parameters."""
+
+    feature_cos: float
+    l1: float
+    silog: float
+    disparity_l1: float
+    cos_alpha: float
+    cos_beta: float
+    silog_lambda: float
+
+    def weights(self) -> dict[str, float]:
+        """The weight of each loss, by the name a stage lists it under (``Stage.losses``)."""
+        return {"feature_cos": self.feature_cos, "l1": self.l1, "silog": self.silog,
+                "disparity_l1": self.disparity_l1}
+
+
+@dataclass(frozen=True)
+class RunSection(_Section):
+    """``run.*``: output folder, seed, device, precision and how often to log and save."""
+
+    output_dir: str
+    seed: int
+    device: str
+    amp: str
+    log_every: int
+    checkpoint_every_steps: int
+    image_every_steps: int
+    merge_frozen_lora: bool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A checked run config, typed: built once from ``load_config``'s dict, read by the trainer and stages."""
+
+    stage: str
+    model: ModelSection
+    data: DataSection
+    init: InitSection
+    optim: OptimSection
+    loss: LossSection
+    run: RunSection
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
+        """The sections of a dict that ``load_config`` resolved and checked (it is not checked again)."""
+        return cls(stage=config["stage"], model=ModelSection.from_dict(config["model"]),
+                   data=DataSection.from_dict(config["data"]), init=InitSection.from_dict(config["init"]),
+                   optim=OptimSection.from_dict(config["optim"]), loss=LossSection.from_dict(config["loss"]),
+                   run=RunSection.from_dict(config["run"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested dict ``load_config`` gave (config.yaml and a checkpoint's ``run_config`` hold it)."""
+        return {"stage": self.stage, "model": self.model.to_dict(), "data": self.data.to_dict(),
+                "init": self.init.to_dict(), "optim": self.optim.to_dict(), "loss": self.loss.to_dict(),
+                "run": self.run.to_dict()}
 
 
 def _defaults(schema: dict) -> dict:
@@ -343,6 +472,6 @@ def _diff(config: dict, defaults: dict = DEFAULTS) -> dict:
     return out
 
 
-def dump_config(config: dict, path: str | os.PathLike) -> None:
+def dump_config(config: TrainConfig, path: str | os.PathLike) -> None:
     """Write the resolved config next to a run's outputs (atomically)."""
-    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 from torch import nn
 
 from fuse.errors import ConfigError
+from fuse.train.config import InitSection
 from fuse.registry import Registry
 
 
@@ -50,8 +51,8 @@ class Stage:
     description: str
     init_files: tuple[InitFile, ...] = ()
     kinds: tuple[str, ...] = ()  # student kinds ``model.kind`` may choose (default: just ``student``)
-    # How the student starts: ``initialize(load, student, config["init"])``.
-    initialize: Callable[[Loader, nn.Module, dict], None] = lambda load, student, init: None
+    # How the student starts: ``initialize(load, student, config.init)`` with the typed init.* section.
+    initialize: Callable[[Loader, nn.Module, InitSection], None] = lambda load, student, init: None
     teacher: str = "depth_anything_v2"  # model kind of the frozen teacher (with ``uses_teacher``)
     teacher_init: str = "depth_anything"  # the ``init.<key>`` checkpoint the teacher loads
     select_by: str = "loss"  # validation metric (lower is better) that picks best.pth

@@ -32,7 +32,7 @@ from fuse.atomic import WriteError, check_writable, remove_stale_temps
 from fuse.data.dataset import DataFormatError, EventDepthDataset
 from fuse.train import losses
 from fuse.checkpoint import CheckpointError, read_resumable, save_checkpoint
-from fuse.train.config import ConfigError, dump_config
+from fuse.train.config import ConfigError, TrainConfig, dump_config
 from fuse.train.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
 from fuse.evaluate.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
 from fuse.train.stages import Stage, stage_named
@@ -99,37 +99,37 @@ def _seed_everything(seed: int) -> None:
 class Trainer:
     """Builds the stage's models, data and optimizer from a resolved config and runs ``fit``."""
 
-    def __init__(self, config: dict, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, resume: bool = False) -> None:
         self.config = config
-        self.stage: Stage = stage_named(config["stage"])
-        self.kind: str = config["model"]["kind"] or self.stage.student
+        self.stage: Stage = stage_named(config.stage)
+        self.kind: str = config.model.kind or self.stage.student
         self.inputs = model_kind(self.kind).inputs
-        run = config["run"]
+        run = config.run
         if self.kind not in self.stage.student_kinds():
             raise ConfigError(f"config key 'model.kind' is {self.kind}, but stage {self.stage.name} trains "
                               f"{' or '.join(self.stage.student_kinds())} models")
-        if run["device"] == "cuda" and not torch.cuda.is_available():
+        if run.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("config key 'run.device' is cuda, but CUDA is not available here; use auto or cpu")
         # Everything is checked before anything is created: a refused run leaves no folder behind.
-        check_writable(run["output_dir"], create=False)
+        check_writable(run.output_dir, create=False)
         self._check_init_files()
-        device_type = "cuda" if run["device"] == "cuda" or (run["device"] == "auto" and torch.cuda.is_available()) else "cpu"
+        device_type = "cuda" if run.device == "cuda" or (run.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.ctx: DistContext = init_distributed(device_type)
         self.device = torch.device(device_type, self.ctx.local_rank) if device_type == "cuda" else torch.device("cpu")
         if device_type == "cuda":
             torch.cuda.set_device(self.device)
-        self.out = Path(run["output_dir"])
-        _seed_everything(run["seed"])
+        self.out = Path(run.output_dir)
+        _seed_everything(run.seed)
         self.student, self.teacher = self._build_models()
-        _seed_everything(run["seed"] + self.ctx.rank)  # dropout differs per rank, as with independent GPUs
+        _seed_everything(run.seed + self.ctx.rank)  # dropout differs per rank, as with independent GPUs
         self.train_set, self.val_set = self._build_datasets()
-        self.sampler = ResumableSampler(len(self.train_set), self.ctx, run["seed"])
-        self.steps_per_epoch = len(self.sampler) // config["optim"]["batch_size"] or 1
-        self.total_steps = self.steps_per_epoch * config["optim"]["epochs"]
+        self.sampler = ResumableSampler(len(self.train_set), self.ctx, run.seed)
+        self.steps_per_epoch = len(self.sampler) // config.optim.batch_size or 1
+        self.total_steps = self.steps_per_epoch * config.optim.epochs
         self.optimizer, self.scheduler = self._build_optimizer()
         if self.ctx.is_main:
             self._check_free_space()
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run["amp"]) if device_type == "cuda" else None
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.amp) if device_type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.model = self.student
         if self.ctx.enabled:
@@ -158,7 +158,7 @@ class Trainer:
         """Each checkpoint the stage reads holds what the stage needs (``Stage.init_files``), or one
         message says what it holds and which stage makes the right one."""
         for need in self.stage.init_files:
-            path = self.config["init"][need.key]
+            path = getattr(self.config.init, need.key)
             if not path:
                 if need.required:
                     raise ConfigError(f"stage {self.stage.name} needs init.{need.key}: "
@@ -195,11 +195,11 @@ class Trainer:
                              f"{model_bytes / 2**20:.0f} MiB); free some space or choose another run.output_dir")
 
     def _build_models(self):
-        model_cfg, init = self.config["model"], self.config["init"]
+        model_cfg, init = self.config.model, self.config.init
         stage = self.stage
-        common = dict(encoder=model_cfg["encoder"], head_size=model_cfg["head_size"], event_bins=model_cfg["event_bins"],
-                      lora_rank=model_cfg["lora_rank"])
-        max_depth = model_cfg["max_depth"] if stage.student_head == "metric" else 1.0
+        common = dict(encoder=model_cfg.encoder, head_size=model_cfg.head_size, event_bins=model_cfg.event_bins,
+                      lora_rank=model_cfg.lora_rank)
+        max_depth = model_cfg.max_depth if stage.student_head == "metric" else 1.0
         student = model_kind(self.kind).build(head=stage.student_head, max_depth=max_depth, **common)
         self.stage.initialize(self._load, student, init)
         for name, param in student.named_parameters():
@@ -207,14 +207,14 @@ class Trainer:
         self._merge_frozen_lora(student)
         teacher = None
         if stage.uses_teacher:
-            teacher = model_kind(stage.teacher).build(encoder=model_cfg["encoder"], head_size=model_cfg["head_size"])
-            self._log_load(load_weights(teacher, init[stage.teacher_init]))
+            teacher = model_kind(stage.teacher).build(encoder=model_cfg.encoder, head_size=model_cfg.head_size)
+            self._log_load(load_weights(teacher, getattr(init, stage.teacher_init)))
             teacher.requires_grad_(False).eval().to(self.device)
         return student.to(self.device), teacher
 
     def _merge_frozen_lora(self, student) -> None:
         """Fold LoRA into the weights of every adapted layer that does not train (same outputs, fewer FLOPs)."""
-        if not self.config["run"]["merge_frozen_lora"]:
+        if not self.config.run.merge_frozen_lora:
             return
         for layer in lora_layers(student):
             if not any(p.requires_grad for p in layer.parameters()):
@@ -229,41 +229,41 @@ class Trainer:
             print(report.summary(), file=sys.stderr)
 
     def _build_datasets(self):
-        data, stage = self.config["data"], self.stage
-        if not data["train_split"]:
+        data, stage = self.config.data, self.stage
+        if not data.train_split:
             raise ConfigError("data.train_split is not set: give the split list to train on")
-        common = dict(dataset=data["dataset"], size=data["input_size"], num_bins=self.config["model"]["event_bins"],
-                      seed=self.config["run"]["seed"])
-        degradation = None if data["degradation"] == "none" else data["degradation"]
-        train = EventDepthDataset(data["train_split"], mode="train", degradation=degradation, **common)
+        common = dict(dataset=data.dataset, size=data.input_size, num_bins=self.config.model.event_bins,
+                      seed=self.config.run.seed)
+        degradation = None if data.degradation == "none" else data.degradation
+        train = EventDepthDataset(data.train_split, mode="train", degradation=degradation, **common)
         val = None
-        if data["val_split"]:
-            val = EventDepthDataset(data["val_split"], mode="val", degradation=degradation if stage.uses_teacher else None,
+        if data.val_split:
+            val = EventDepthDataset(data.val_split, mode="val", degradation=degradation if stage.uses_teacher else None,
                                     **common)
         return train, val
 
     def _build_optimizer(self):
-        optim = self.config["optim"]
+        optim = self.config.optim
         base, boosted = [], []
         for name, param in self.student.named_parameters():
             if param.requires_grad:
                 (boosted if self.stage.boosted_lr(name) else base).append(param)
-        groups = [{"params": p, "lr": optim["lr"] * mult} for p, mult in ((base, 1.0), (boosted, optim["boosted_lr_mult"])) if p]
+        groups = [{"params": p, "lr": optim.lr * mult} for p, mult in ((base, 1.0), (boosted, optim.boosted_lr_mult)) if p]
         if not groups:
             raise ConfigError(f"stage {self.stage.name} has no trainable parameters")
-        optimizer = torch.optim.AdamW(groups, lr=optim["lr"], betas=tuple(optim["betas"]), weight_decay=optim["weight_decay"])
-        total, power = self.total_steps, optim["poly_power"]
+        optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
+        total, power = self.total_steps, optim.poly_power
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / total) ** power)
         return optimizer, scheduler
 
     def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
-        workers = self.config["data"]["workers"]
-        return DataLoader(dataset, batch_size=self.config["optim"]["batch_size"], sampler=sampler, shuffle=shuffle,
+        workers = self.config.data.workers
+        return DataLoader(dataset, batch_size=self.config.optim.batch_size, sampler=sampler, shuffle=shuffle,
                           num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=sampler is not None,
                           persistent_workers=False,
                           # Its own generator: creating a loader must not consume the global RNG, or a
                           # resumed run would draw different dropout masks than an uninterrupted one.
-                          generator=torch.Generator().manual_seed(self.config["run"]["seed"]))
+                          generator=torch.Generator().manual_seed(self.config.run.seed))
 
     def _start_logging(self) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -314,7 +314,7 @@ class Trainer:
     def _note_config_changes(self, saved: dict) -> None:
         """Print the settings that differ from the interrupted run's (allowed, but the user should know)."""
         before_run = self._flat(saved)
-        for key, now in self._flat(self.config).items():
+        for key, now in self._flat(self.config.to_dict()).items():
             before = before_run.get(key)
             if before != now:
                 print(f"note: {key} is {now!r} now, {before!r} in the interrupted run", file=sys.stderr)
@@ -349,7 +349,7 @@ class Trainer:
             return
         save_checkpoint(self.out / LATEST, self.student, keep_previous=True, optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), epoch=self.epoch, step=self.step,
-                        batch_in_epoch=self.batch_in_epoch, run_config=self.config, best=self.best, rng=rng)
+                        batch_in_epoch=self.batch_in_epoch, run_config=self.config.to_dict(), best=self.best, rng=rng)
 
     # ---------------------------------------------------------------- training
     def _autocast(self):
@@ -359,7 +359,7 @@ class Trainer:
 
     def compute_losses(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Forward the student (and teacher), return (total loss, named losses, prediction)."""
-        weights = self.config["loss"]
+        loss_cfg = self.config.loss
         image = batch["image"].to(self.device, non_blocking=True)
         voxel = batch["voxel"].to(self.device, non_blocking=True)
         with self._autocast():
@@ -375,16 +375,17 @@ class Trainer:
                 if "feature_cos" in self.stage.losses:
                     named["feature_cos"] = losses.feature_cosine_loss(
                         [f.float() for f in features], [f.float() for f in target_features],
-                        weights["cos_alpha"], weights["cos_beta"])
+                        loss_cfg.cos_alpha, loss_cfg.cos_beta)
             if "silog" in self.stage.losses:
                 depth = batch["depth"].to(self.device, non_blocking=True)
                 valid = batch["valid_mask"].to(self.device, non_blocking=True)
                 named["silog"] = losses.silog_loss(_at_size(pred.float(), depth.shape[-2:]), depth, valid,
-                                                   weights["silog_lambda"])
+                                                   loss_cfg.silog_lambda)
             if "disparity_l1" in self.stage.losses:
                 depth = batch["depth"].to(self.device, non_blocking=True)
-                min_depth = dataset_info(self.config["data"]["dataset"]).min_depth
+                min_depth = dataset_info(self.config.data.dataset).min_depth
                 named["disparity_l1"] = losses.disparity_l1_loss(_at_size(pred.float(), depth.shape[-2:]), depth, min_depth)
+        weights = loss_cfg.weights()
         total = sum(weights[name] * value for name, value in named.items())
         return total, named, pred
 
@@ -417,13 +418,13 @@ class Trainer:
 
     def _train_epochs(self, history: list[dict]) -> None:
         """The epoch loop of ``fit``; appends each step's logs to ``history``."""
-        optim, run = self.config["optim"], self.config["run"]
-        max_steps = optim["max_steps"]
-        while self.epoch < optim["epochs"] and not (max_steps and self.step >= max_steps):
+        optim, run = self.config.optim, self.config.run
+        max_steps = optim.max_steps
+        while self.epoch < optim.epochs and not (max_steps and self.step >= max_steps):
             self.train_set.set_epoch(self.epoch)
-            self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * optim["batch_size"])
+            self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * optim.batch_size)
             loader = self._loader(self.train_set, sampler=self.sampler)
-            bar = tqdm(loader, desc=f"{self.stage.name} epoch {self.epoch + 1}/{optim['epochs']}",
+            bar = tqdm(loader, desc=f"{self.stage.name} epoch {self.epoch + 1}/{optim.epochs}",
                        initial=self.batch_in_epoch, total=self.steps_per_epoch, disable=not self.ctx.is_main,
                        dynamic_ncols=True, file=sys.stderr)
             for batch in bar:
@@ -432,11 +433,11 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 if self.ctx.is_main:
                     bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}")
-                    if self.step % run["log_every"] == 0 or self.step == 1:
+                    if self.step % run.log_every == 0 or self.step == 1:
                         self._log_scalars("train", logs, lr)
-                    if run["image_every_steps"] and self.step % run["image_every_steps"] == 0:
+                    if run.image_every_steps and self.step % run.image_every_steps == 0:
                         self._log_panel(batch)
-                if run["checkpoint_every_steps"] and self.step % run["checkpoint_every_steps"] == 0:
+                if run.checkpoint_every_steps and self.step % run.checkpoint_every_steps == 0:
                     self.save_latest()
                 if max_steps and self.step >= max_steps:
                     break
@@ -476,7 +477,7 @@ class Trainer:
                 best = f"best {key} {self.best[key]:.4g} at epoch {self.best['epoch']}"
             else:
                 best = f"no {key}: no validation pixel was scored, so no best.pth yet"
-            self._say(f"{self.stage.name} epoch {self.epoch}/{self.config['optim']['epochs']} validation: {shown} "
+            self._say(f"{self.stage.name} epoch {self.epoch}/{self.config.optim.epochs} validation: {shown} "
                       f"({best})")
         self.save_latest()
 
@@ -488,7 +489,7 @@ class Trainer:
         """The stage loss, plus the evaluation protocol's depth metrics where the stage asks for them
         (reduced over ranks)."""
         self.student.eval()
-        info = dataset_info(self.config["data"]["dataset"])
+        info = dataset_info(self.config.data.dataset)
         sampler = ResumableSampler(len(self.val_set), self.ctx, seed=0, shuffle=False)
         sums = empty_sums()
         sums = {k: torch.tensor(float(v), dtype=torch.float64, device=self.device) for k, v in sums.items()}
@@ -509,7 +510,7 @@ class Trainer:
     def export(self, name: str) -> None:
         """Model-only checkpoint (no optimizer): what the next stage, inference and eval read."""
         if self.ctx.is_main:
-            save_checkpoint(self.out / name, self.student, run_config=self.config, epoch=self.epoch, step=self.step)
+            save_checkpoint(self.out / name, self.student, run_config=self.config.to_dict(), epoch=self.epoch, step=self.step)
 
     # ---------------------------------------------------------------- logging
     def _log_scalars(self, split: str, values: dict, lr: float | None) -> None:
@@ -535,7 +536,7 @@ class Trainer:
         self.writer.add_image("panel", torch.cat(tiles, dim=1)[None], self.step)
 
 
-def train(config: dict, resume: bool = False) -> dict:
+def train(config: TrainConfig, resume: bool = False) -> dict:
     """Run one stage; the entry point of ``python -m fuse align|fuse|adapt``."""
     trainer = Trainer(config, resume=resume)
     try:

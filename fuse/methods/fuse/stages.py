@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fuse.train.config import InitSection
 from fuse.train.stages import InitFile, Loader, Stage, register_stage
 
 
@@ -42,29 +43,29 @@ _DAV2 = InitFile("depth_anything", {kind: ("depth_anything_v2",) for kind in ("f
                  head="relative")
 
 
-def _from_depth_anything(load: Loader, student: nn.Module, init: dict) -> None:
+def _from_depth_anything(load: Loader, student: nn.Module, init: InitSection) -> None:
     """Stage 1: DA-V2 everywhere (the event encoder is a clone of the image one)."""
-    if init["depth_anything"]:
-        load(student, init["depth_anything"])
+    if init.depth_anything:
+        load(student, init.depth_anything)
 
 
-def _from_depth_anything_and_stage1(load: Loader, student: nn.Module, init: dict) -> None:
+def _from_depth_anything_and_stage1(load: Loader, student: nn.Module, init: InitSection) -> None:
     """Stage 2: DA-V2, then the stage-1 event encoder."""
     _from_depth_anything(load, student, init)
-    load(student, init["event_encoder"], into="prompt_encoder")
+    load(student, init.event_encoder, into="prompt_encoder")
 
 
-def _from_foundation(load: Loader, student: nn.Module, init: dict) -> None:
+def _from_foundation(load: Loader, student: nn.Module, init: InitSection) -> None:
     """Stage 3: everything but the head from the previous stage's output (spec §4)."""
-    parts = [part for part, _ in student.named_children() if part != "depth_head" or init["head_from_foundation"]]
-    load(student, init["foundation"], into=parts)
+    parts = [part for part, _ in student.named_children() if part != "depth_head" or init.head_from_foundation]
+    load(student, init.foundation, into=parts)
 
 
-def _teacher_start(load: Loader, student: nn.Module, init: dict) -> None:
+def _teacher_start(load: Loader, student: nn.Module, init: InitSection) -> None:
     """DA-V2 if given; from scratch, a ReLU ending whose input starts negative everywhere never
     gets a gradient, so the last bias starts at a typical disparity and the output begins alive."""
-    if init["depth_anything"]:
-        load(student, init["depth_anything"])
+    if init.depth_anything:
+        load(student, init.depth_anything)
     else:
         torch.nn.init.constant_(student.depth_head.scratch.output_conv2[2].bias, 0.2)
 
