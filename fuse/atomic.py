@@ -72,21 +72,28 @@ def check_writable(folder: str | os.PathLike, create: bool = True) -> Path:
     return folder
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> int:
-    """Delete temporary files of ``atomic_write`` whose writer process is gone (killed mid-write).
+def remove_stale_temps(folder: str | os.PathLike, name: str | None = None) -> int:
+    """Delete temporary files nobody writes any more: ``atomic_write`` temporaries whose writer
+    process is gone (killed mid-write), and hidden ``*.partial`` files that name no writer.
 
-    Files of a live process (another run writing into the same folder) are kept. Returns the count.
+    Files of a live process (another run writing into the same folder) are kept. ``name`` limits
+    this to the temporaries of that one file, for a folder shared with other outputs. Returns the count.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     removed = 0
     for path in folder.glob(f".*{TEMP_SUFFIX}*"):
-        pid = _writer_pid(path.name)
-        if pid is not None and not _alive(pid):
+        if (name is None or path.name.startswith(f".{name}.")) and _is_stale(path.name):
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _is_stale(name: str) -> bool:
+    """True for a temporary file of a writer that is gone, or of none (a name without a process id)."""
+    pid = _writer_pid(name)
+    return name.endswith(TEMP_SUFFIX) if pid is None else not _alive(pid)
 
 
 def _writer_pid(name: str) -> int | None:

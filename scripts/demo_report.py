@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fuse.data.constants import dataset_info  # noqa: E402
-from fuse.data.dataset import read_split_list  # noqa: E402
+from fuse.data.layout import read_split_list  # noqa: E402
 from fuse.atomic import write_text_atomic  # noqa: E402
 from fuse.evaluate.metrics import MetricAccumulator, frame_metrics  # noqa: E402
 from fuse.evaluate.visualize import write_png_atomic  # noqa: E402

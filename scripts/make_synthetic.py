@@ -6,18 +6,15 @@ and ``... --name night --seed 1 --night``. See ``fuse/demo/synthetic.py`` for th
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import h5py
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fuse.cli.ranges import non_negative_int, positive_int  # noqa: E402
-from fuse.cli import run_command  # noqa: E402
-from fuse.provenance import OutputFolder  # noqa: E402
-from fuse.demo.synthetic import MVSEC_HEIGHT, MVSEC_WIDTH, write_recording  # noqa: E402
+from fuse.cli.ranges import non_negative_int, positive_int
+from fuse.cli import run_command
+from fuse.provenance import OutputFolder
+from fuse.demo.synthetic import MVSEC_HEIGHT, MVSEC_WIDTH, write_recording
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

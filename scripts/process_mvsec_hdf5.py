@@ -1,5 +1,5 @@
 """Prepare MVSEC sequences for training and evaluation: images, depth maps, event voxels and
-a split list per sequence (layout in fuse/prep/mvsec.py).
+a split list per sequence (layout in fuse/data/layout.py).
 
     python scripts/process_mvsec_hdf5.py --root /data/mvsec --out /data/mvsec_processed
     python scripts/process_mvsec_hdf5.py --root /data/mvsec --out OUT outdoor_day2 --save-events
@@ -11,24 +11,13 @@ output folder refuses writes (full disk, read-only: checked before the first seq
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-if __package__ in (None, ""):
-    # Run as a file: make the repository's `fuse` package importable.
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fuse.atomic import check_writable  # noqa: E402
-from fuse.cli import run_command  # noqa: E402
-from fuse.errors import ProvenanceError, RecordingError, WriteError  # noqa: E402
-from fuse.prep.mvsec import DEFAULT_SEQUENCES, ExportSummary, export_sequence  # noqa: E402
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from fuse.atomic import check_writable
+from fuse.cli import run_command
+from fuse.cli.ranges import positive_int
+from fuse.errors import ProvenanceError, RecordingError, WriteError
+from fuse.prep.mvsec import DEFAULT_SEQUENCES, ExportSummary, export_sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,10 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sequence names, e.g. outdoor_day1 (default: the five outdoor sequences)")
     parser.add_argument("--root", required=True, help="folder holding <seq>_data.hdf5 and <seq>_gt.hdf5")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--numbins", type=_positive_int, default=3, help="voxel grid bins (default 3)")
+    parser.add_argument("--numbins", type=positive_int, default=3, help="voxel grid bins (default 3)")
     parser.add_argument("--save-events", action="store_true", help="also store each raw event window")
     parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
-    parser.add_argument("--chunk-size", type=_positive_int, default=1 << 20,
+    parser.add_argument("--chunk-size", type=positive_int, default=1 << 20,
                         help="events per hdf5 read when searching the time column (default 1048576)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     return parser

@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fuse.data.dataset import DataFormatError, EventDepthDataset, read_split_list
+from fuse.data.dataset import EventDepthDataset
+from fuse.data.layout import read_split_list
+from fuse.errors import DataFormatError
 from fuse.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 H, W = 26, 34  # small sensor; resized to 28 x 42 with size=28

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from fuse.data.dataset import EventDepthDataset, read_split_list
+from fuse.data.dataset import EventDepthDataset
+from fuse.data.layout import read_split_list
 from fuse.events import voxel_grid
 
 REPO = Path(__file__).resolve().parents[1]

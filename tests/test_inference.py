@@ -13,7 +13,8 @@ from torch import nn
 
 import fuse
 from fuse.cli import main
-from fuse.data.dataset import EventDepthDataset, load_image_rgb, load_voxel
+from fuse.data.dataset import EventDepthDataset
+from fuse.data.layout import load_image, load_voxel
 from fuse.checkpoint import save_checkpoint
 from fuse.evaluate.inference import RecordingSource, SplitSource, bfloat16_copy, network_inputs, predict
 from fuse.evaluate.visualize import depth_colorbar
@@ -75,7 +76,7 @@ def infer(workspace: dict[str, Path], out: Path, *extra: str) -> int:
 
 def frame_inputs(split: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
     seq = split.parent / split.stem
-    image = load_image_rgb(seq / "images" / f"{index:06d}.png")
+    image = load_image(seq / "images" / f"{index:06d}.png")
     return image, load_voxel(seq / "voxels" / f"{index:06d}.npy", HEIGHT, WIDTH, 3)
 
 

@@ -216,8 +216,8 @@ def test_bad_event_data_is_reported_and_rolled_back(script, rec, tmp_path, capsy
     message = corrupt(rec)
     write_files(rec)
     writes = []
-    real_write = mvsec_export._write_atomic
-    monkeypatch.setattr(mvsec_export, "_write_atomic", lambda *a: writes.append(a[0]) or real_write(*a))
+    real_write = mvsec_export.save_npy_atomic
+    monkeypatch.setattr(mvsec_export, "save_npy_atomic", lambda *a: writes.append(a[0]) or real_write(*a))
     out = tmp_path / "out"
     assert run(script, rec, out, "--chunk-size", "7") == 2
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""Data: processed-layout dataset, transforms (spec §4), degradations (spec §5), preparation helpers.
+"""Data: the processed layout (its files, readers and checks), its dataset, transforms (spec §4)
+and degradations (spec §5).
 
 Names are resolved lazily so that ``import fuse.data.constants`` (used by evaluation and by the
 event code) does not pull in torch and OpenCV or create import cycles.
@@ -12,10 +13,10 @@ _EXPORTS = {
     "DATASETS": "fuse.data.constants",
     "DatasetInfo": "fuse.data.constants",
     "dataset_info": "fuse.data.constants",
-    "DataFormatError": "fuse.data.dataset",
     "EventDepthDataset": "fuse.data.dataset",
-    "read_split_list": "fuse.data.dataset",
     "valid_depth_mask": "fuse.data.dataset",
+    "DataFormatError": "fuse.errors",
+    "read_split_list": "fuse.data.layout",
     "DEGRADATIONS": "fuse.data.degradations",
     "Degradation": "fuse.data.degradations",
     "build_degradation": "fuse.data.degradations",

@@ -1,4 +1,4 @@
-"""Dataset over the processed layout shared by MVSEC, DENSE and EventScape.
+"""Dataset over the processed layout shared by MVSEC, DENSE and EventScape (``fuse.data.layout``).
 
 A split list holds one sample per line: ``<image.png> <depth.npy> <voxel.npy>``, paths
 relative to the folder holding the list (absolute paths are accepted too). Loading follows
@@ -24,115 +24,18 @@ Returned dict (all tensors are ``torch.Tensor``):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from fuse.data.constants import DatasetInfo, dataset_info
 from fuse.data.degradations import Degradation, build_degradation
+from fuse.data.layout import check_files_exist, load_sample, read_split_list
 from fuse.data.transforms import SampleTransform
-from fuse.errors import DataFormatError, FuseError, MissingDataError
 
 MODES = ("train", "val", "test")
-_MAX_LISTED_MISSING = 5
-
-
-def read_split_list(split_file: str | os.PathLike) -> list[tuple[Path, Path, Path]]:
-    """Parse a split list into (image, depth, voxel) paths, resolving relative ones.
-
-    Blank lines are skipped; any other line must have exactly three fields.
-    """
-    split_file = Path(split_file)
-    if not split_file.is_file():
-        raise MissingDataError(f"split list not found: {split_file}")
-    base = split_file.parent
-    try:
-        text = split_file.read_text()
-    except UnicodeDecodeError:
-        raise DataFormatError(f"split list {split_file} is not a text file (lines <image.png> <depth.npy> "
-                              "<voxel.npy>); check the path") from None
-    samples = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3:
-            raise DataFormatError(
-                f"{split_file}:{number}: expected 3 paths (image depth voxel), got {len(fields)}: {line!r}"
-            )
-        image, depth, voxel = (Path(f) if os.path.isabs(f) else base / f for f in fields)
-        samples.append((image, depth, voxel))
-    if not samples:
-        raise DataFormatError(f"split list is empty: {split_file}")
-    return samples
-
-
-def check_files_exist(samples: Sequence[tuple[Path, ...]], split_file: str | os.PathLike) -> None:
-    """Raise one error listing the first few missing files and how many are missing."""
-    missing = [str(path) for sample in samples for path in sample if not path.is_file()]
-    if missing:
-        shown = "\n  ".join(missing[:_MAX_LISTED_MISSING])
-        more = f"\n  ... and {len(missing) - _MAX_LISTED_MISSING} more" if len(missing) > _MAX_LISTED_MISSING else ""
-        raise MissingDataError(f"{len(missing)} file(s) named in {split_file} do not exist:\n  {shown}{more}")
-
-
-def load_image_rgb(path: Path) -> np.ndarray:
-    """uint8 H×W×3 RGB; grayscale is replicated, alpha dropped (upstream reads BGR and converts)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DataFormatError(f"cannot decode image (corrupt, truncated or not an image): {path}")
-    if image.dtype != np.uint8:
-        raise DataFormatError(f"image must be 8-bit, got {image.dtype}: {path}")
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
-        return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise DataFormatError(f"image must have 1, 3 or 4 channels, got shape {image.shape}: {path}")
-
-
-def load_npy(path: Path, error: type[FuseError] = DataFormatError, mmap_mode: str | None = None) -> np.ndarray:
-    """``np.load`` without pickles; every read failure is ``error`` naming the file (the project's
-    one ``.npy`` reader: training data, predictions, preparation inputs)."""
-    try:
-        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise error(f"cannot read npy file (corrupt or truncated?): {path}: {exc}") from exc
-    if not isinstance(array, np.ndarray):  # np.load opens any zip (.npz, a checkpoint) as an archive
-        array.close()
-        raise error(f"not an npy file (a zip archive such as .npz or a checkpoint): {path}")
-    return array
-
-
-def load_depth(path: Path, height: int, width: int) -> np.ndarray:
-    """float32 H×W metres; NaN (no depth) is kept."""
-    depth = load_npy(path)
-    if depth.ndim != 2 or depth.shape != (height, width):
-        raise DataFormatError(f"depth must have shape ({height}, {width}) like its image, got {depth.shape}: {path}")
-    if not np.issubdtype(depth.dtype, np.floating):
-        raise DataFormatError(f"depth must be floating point metres, got {depth.dtype}: {path}")
-    return depth.astype(np.float32, copy=False)
-
-
-def load_voxel(path: Path, height: int, width: int, num_bins: int | None) -> np.ndarray:
-    """float32 bins×H×W grid, checked for shape, dtype and finiteness."""
-    voxel = load_npy(path)
-    if voxel.ndim != 3 or voxel.shape[1:] != (height, width):
-        raise DataFormatError(
-            f"voxel must have shape (bins, {height}, {width}) like its image, got {voxel.shape}: {path}"
-        )
-    if num_bins is not None and voxel.shape[0] != num_bins:
-        raise DataFormatError(f"voxel has {voxel.shape[0]} bins, expected {num_bins}: {path}")
-    if not np.issubdtype(voxel.dtype, np.floating):
-        raise DataFormatError(f"voxel must be floating point, got {voxel.dtype}: {path}")
-    if not np.isfinite(voxel).all():
-        raise DataFormatError(f"voxel contains NaN or inf: {path}")
-    return voxel.astype(np.float32, copy=False)
 
 
 def valid_depth_mask(depth: np.ndarray, max_depth: float) -> np.ndarray:
@@ -212,11 +115,8 @@ class EventDepthDataset(Dataset):
 
     def get(self, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor | str]:
         """Load, degrade and transform sample ``index`` with an explicit generator."""
-        image_path, depth_path, voxel_path = self.samples[index]
-        image = load_image_rgb(image_path)
-        height, width = image.shape[:2]
-        depth = load_depth(depth_path, height, width)
-        voxel = load_voxel(voxel_path, height, width, self.num_bins)
+        paths = self.samples[index]
+        image, depth, voxel = load_sample(paths, self.num_bins)
 
         sample: dict[str, np.ndarray] = {"depth": depth}
         if self.degradation.is_identity:
@@ -231,5 +131,5 @@ class EventDepthDataset(Dataset):
         sample = self.transform(sample, rng)
         out: dict[str, torch.Tensor | str] = {key: torch.from_numpy(value) for key, value in sample.items()}
         out["valid_mask"] = torch.from_numpy(valid_depth_mask(sample["depth"], self.info.max_depth))
-        out["image_path"] = str(image_path)
+        out["image_path"] = str(paths[0])
         return out

@@ -10,13 +10,16 @@ computing metrics.
 Sources yield :class:`FrameRef` s (a name and a loader), so a restartable caller can skip a
 finished frame without reading its files:
 
-* :class:`SplitSource`: a processed split list (``fuse.data.dataset`` layout and loaders);
+* :class:`SplitSource`: a processed split list (``fuse.data.layout`` and its readers);
 * :class:`RecordingSource`: a raw MVSEC-format ``<name>_data.hdf5`` / ``<name>_gt.hdf5`` pair,
   streamed with ``fuse.events.MvsecRecording``; each 50 ms window is voxelized on the fly.
+
+Both are :class:`FrameSource` s.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import os
 import weakref
@@ -24,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,11 +36,10 @@ from torch import nn
 
 from fuse.errors import DataFormatError, UsageError
 from fuse.registry import model_kind
-from fuse.data.dataset import check_files_exist, load_depth, load_image_rgb, load_voxel, read_split_list
-from fuse.prep.common import sample_stem
+from fuse.data.layout import check_files_exist, load_sample, read_split_list, sample_stem
 from fuse.data.transforms import lower_bound_size, normalize_image, resize_image, resize_voxel
-from fuse.events import FrameInfo, MvsecRecording, normalize_voxel, voxel_grid
-
+from fuse.events import MvsecRecording, normalize_voxel, voxel_grid
+from fuse.events.mvsec import recording_paths
 
 
 @dataclass(frozen=True)
@@ -202,8 +205,41 @@ def output_stems(image_paths: Sequence[Path]) -> list[str]:
     return stems
 
 
-class SplitSource:
-    """Frames of a processed split list, read with the dataset's own loaders (no resizing)."""
+_Source = TypeVar("_Source", bound="FrameSource")
+
+
+class FrameSource:
+    """What every source shares: frames named by ``stems``, each loaded on demand by ``_load``,
+    and closing as a context manager, so callers treat a split list and a recording alike."""
+
+    stems: list[str]
+
+    @property
+    def description(self) -> str:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __iter__(self) -> Iterator[FrameRef]:
+        for index, stem in enumerate(self.stems):
+            yield FrameRef(stem, functools.partial(self._load, index))
+
+    def _load(self, index: int) -> Frame:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the source holds; nothing by default."""
+
+    def __enter__(self: _Source) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SplitSource(FrameSource):
+    """Frames of a processed split list, read with the layout's readers as training reads them (no resizing)."""
 
     def __init__(self, split_file: str | os.PathLike, num_bins: int | None = None) -> None:
         self.path = Path(split_file)
@@ -216,39 +252,12 @@ class SplitSource:
     def description(self) -> str:
         return str(self.path)
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __iter__(self) -> Iterator[FrameRef]:
-        for stem, paths in zip(self.stems, self.samples):
-            yield FrameRef(stem, lambda paths=paths, stem=stem: self._load(stem, *paths))
-
-    def _load(self, stem: str, image_path: Path, depth_path: Path, voxel_path: Path) -> Frame:
-        image = load_image_rgb(image_path)
-        height, width = image.shape[:2]
-        return Frame(stem, image, load_voxel(voxel_path, height, width, self.num_bins),
-                     load_depth(depth_path, height, width))
-
-    def close(self) -> None:
-        """Nothing to release; present so every source can be closed the same way."""
-
-    def __enter__(self) -> "SplitSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _load(self, index: int) -> Frame:
+        image, depth, voxel = load_sample(self.samples[index], self.num_bins)
+        return Frame(self.stems[index], image, voxel, depth)
 
 
-def recording_paths(recording: str | os.PathLike) -> tuple[Path, Path]:
-    """``DIR/NAME`` (or ``DIR/NAME_data.hdf5``) -> the ``_data.hdf5`` and ``_gt.hdf5`` pair."""
-    text = os.fspath(recording)
-    for ending in ("_data.hdf5", "_gt.hdf5"):
-        if text.endswith(ending):
-            text = text[: -len(ending)]
-    return Path(text + "_data.hdf5"), Path(text + "_gt.hdf5")
-
-
-class RecordingSource:
+class RecordingSource(FrameSource):
     """Frames of a raw MVSEC-format recording: every depth frame the MVSEC selection keeps.
 
     The selection (nearest image within 10 ms, non-empty 50 ms event window; spec §6) is
@@ -266,31 +275,18 @@ class RecordingSource:
             raise
         self.kept = [info for info in infos if info.kept]
         self.skipped = Counter(info.skip_reason for info in infos if not info.kept)
+        self.stems = [sample_stem(info.depth_index) for info in self.kept]
 
     @property
     def description(self) -> str:
         return str(self.data_path)
 
-    def __len__(self) -> int:
-        return len(self.kept)
-
-    def __iter__(self) -> Iterator[FrameRef]:
-        for info in self.kept:
-            stem = sample_stem(info.depth_index)
-            yield FrameRef(stem, lambda info=info, stem=stem: self._load(stem, info))
-
-    def _load(self, stem: str, info: FrameInfo) -> Frame:
-        sample = self.recording.load(info)
+    def _load(self, index: int) -> Frame:
+        sample = self.recording.load(self.kept[index])
         height, width = sample.image.shape
-        image = np.repeat(sample.image[:, :, None], 3, axis=2)  # gray -> RGB, as load_image_rgb does
+        image = np.repeat(sample.image[:, :, None], 3, axis=2)  # gray -> RGB, as load_image does
         voxel = voxel_grid(sample.events, self.num_bins, height, width)
-        return Frame(stem, image, voxel, sample.depth)
+        return Frame(self.stems[index], image, voxel, sample.depth)
 
     def close(self) -> None:
         self.recording.close()
-
-    def __enter__(self) -> "RecordingSource":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -32,7 +32,7 @@ import numpy as np
 
 from fuse.atomic import write_text_atomic
 from fuse.data.constants import dataset_info
-from fuse.data.dataset import load_npy
+from fuse.data.layout import load_depth
 from fuse.errors import EvalInputError
 from fuse.evaluate.published import PAPER_COLUMNS, PublishedRow
 
@@ -346,11 +346,9 @@ def pair_files(pred_dir: str | os.PathLike, target_dir: str | os.PathLike) -> li
 
 
 def load_frame(path: Path) -> np.ndarray:
-    """Load one ``.npy`` depth map, naming the file in any error."""
-    array = load_npy(path, EvalInputError)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise EvalInputError(f"{path} holds {array.dtype} values, not depths")
-    return array
+    """One ``.npy`` depth map (prediction or target) in its own precision; integer maps of other
+    tools are taken too. Errors are ``EvalInputError`` naming the file."""
+    return load_depth(path, error=EvalInputError, integers=True)
 
 
 def evaluate_folders(

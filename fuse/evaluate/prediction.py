@@ -30,10 +30,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from fuse.atomic import check_writable, remove_stale_temps
+from fuse.atomic import check_writable, remove_stale_temps, save_npy_atomic
 from fuse.data.constants import DatasetInfo, dataset_info
-from fuse.prep.common import save_npy
-from fuse.evaluate.inference import Frame, FrameRef, RecordingSource, SplitSource, predict, recording_paths
+from fuse.evaluate.inference import Frame, FrameRef, RecordingSource, SplitSource, predict
+from fuse.events.mvsec import recording_paths
 from fuse.evaluate.visualize import (
     Mp4Writer,
     colorize_depth,
@@ -190,7 +190,7 @@ def _write_frame(frame: Frame, prediction: np.ndarray, paths: OutputPaths, metri
     height = color.shape[0]
     colorbar = depth_colorbar(height, info.max_depth, info.reg_factor) if metric else relative_colorbar(height)
     panel = prediction_panel(frame.image, frame.voxel, color, truth, colorbar=colorbar)
-    save_npy(paths.depth, prediction.astype(np.float32, copy=False))
+    save_npy_atomic(paths.depth, prediction.astype(np.float32, copy=False))
     write_png_atomic(paths.color, color)
     write_png_atomic(paths.panel, panel)
     return panel

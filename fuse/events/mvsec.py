@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import h5py
@@ -28,8 +29,8 @@ import numpy as np
 
 from fuse.errors import RecordingError
 
-__all__ = ["RecordingError", "FrameInfo", "Sample", "MvsecRecording", "EVENTS_KEY", "IMAGES_KEY",
-           "IMAGE_TS_KEY", "DEPTH_KEY", "DEPTH_TS_KEY"]
+__all__ = ["RecordingError", "FrameInfo", "Sample", "MvsecRecording", "recording_files", "recording_paths",
+           "EVENTS_KEY", "IMAGES_KEY", "IMAGE_TS_KEY", "DEPTH_KEY", "DEPTH_TS_KEY"]
 
 EVENTS_KEY = "davis/left/events"
 IMAGES_KEY = "davis/left/image_raw"
@@ -39,6 +40,21 @@ DEPTH_TS_KEY = "davis/left/depth_image_rect_ts"
 
 # Column order of the events dataset in MVSEC files.
 _X, _Y, _T, _P = 0, 1, 2, 3
+# The two files of a recording: <name>_data.hdf5 (events, images) and <name>_gt.hdf5 (depth).
+_DATA_ENDING, _GT_ENDING = "_data.hdf5", "_gt.hdf5"
+
+
+def recording_files(folder: str | os.PathLike, name: str) -> tuple[Path, Path]:
+    """The data and ground-truth files that make the MVSEC recording ``name`` in ``folder``."""
+    return Path(folder, name + _DATA_ENDING), Path(folder, name + _GT_ENDING)
+
+
+def recording_paths(recording: str | os.PathLike) -> tuple[Path, Path]:
+    """``DIR/NAME``, or the path of either of its files, -> the recording's data and ground-truth files."""
+    text = os.fspath(recording)
+    for ending in (_DATA_ENDING, _GT_ENDING):
+        text = text.removesuffix(ending)
+    return recording_files(*os.path.split(text))
 
 
 @dataclass(frozen=True)
@@ -181,9 +197,8 @@ class MvsecRecording:
 
     @classmethod
     def from_root(cls, root: str | os.PathLike, sequence: str, **kwargs) -> "MvsecRecording":
-        """Open ``<root>/<sequence>_data.hdf5`` and ``<root>/<sequence>_gt.hdf5``."""
-        root = os.fspath(root)
-        return cls(os.path.join(root, f"{sequence}_data.hdf5"), os.path.join(root, f"{sequence}_gt.hdf5"), **kwargs)
+        """Open the recording ``sequence`` of folder ``root`` (:func:`recording_files`)."""
+        return cls(*recording_files(root, sequence), **kwargs)
 
     def _open(self, chunk_size: int) -> None:
         data = self._open_file(self.data_path, "data")

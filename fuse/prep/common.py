@@ -1,40 +1,36 @@
-"""Helpers shared by the preparation scripts (``scripts/process_*.py``, ``scripts/change_bins.py``).
+"""What the preparation commands share: options, source pairing, event windows, and writing
+samples of the prepared layout (``fuse.data.layout``) restartably.
 
-They write the processed layout every loader reads::
-
-    <out>/<seq>/images/000123.png   uint8 image
-    <out>/<seq>/depths/000123.npy   float32 (H, W) metres, NaN = no depth
-    <out>/<seq>/voxels/000123.npy   float32 (bins, H, W), not normalized
-    <out>/<seq>/events/000123.npy   optional float64 (N, 4) t, x, y, p with p in {-1, +1}
-    <out>/<seq>.txt                 "<seq>/images/… <seq>/depths/… <seq>/voxels/…" per sample
-
-Every file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so an interrupted run never leaves a truncated file under a final name.
+Every file is written to a temporary name in its folder and moved into place (``fuse.atomic``),
+so an interrupted run never leaves a truncated file under a final name; a rerun keeps whole
+files and rewrites damaged ones. When an input turns out bad, the files and folders the run
+created are removed again (:class:`Rollback`). The split data sets (DENSE, EventScape) share
+their whole command (:func:`main`); each describes itself as a :class:`SplitDataSet`.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import functools
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fuse.atomic import remove_stale_temps, save_npy_atomic, write_bytes_atomic, write_text_atomic
+from fuse.atomic import remove_stale_temps, save_npy_atomic
 from fuse.cli import run_command
 from fuse.cli.ranges import non_negative_float, positive_int
-from fuse.events import voxel_grid
-from fuse.data import dataset
+from fuse.data.layout import (FOLDERS, load_depth, load_image, npy_header, png_header, sample_line, sample_paths,
+                              sample_stem, save_image, save_split_list, split_list_path)
 from fuse.errors import PrepError
+from fuse.events import voxel_grid
 from fuse.provenance import SAMPLE_PATTERNS, OutputFolder, files_identity
 
 
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# ----------------------------------------------------------------------------- options
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,64 +66,7 @@ def run_script(
     return run_command(run, args)
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """Atomically write ``array`` as ``.npy``."""
-    save_npy_atomic(path, array)
-
-
-def save_png(path: Path, image: np.ndarray) -> None:
-    """Atomically write a uint8 image given as H×W (gray) or H×W×3 RGB."""
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
-    ok, buffer = cv2.imencode(".png", bgr)
-    if not ok:
-        raise PrepError(f"PNG encoding failed for {path}")
-    write_bytes_atomic(path, buffer.tobytes())
-
-
-def save_text(path: Path, lines: Iterable[str]) -> None:
-    """Atomically write lines, each terminated by a newline."""
-    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
-
-
-def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
-    """The dataset's ``.npy`` reader, reporting unreadable files as ``PrepError``."""
-    return dataset.load_npy(path, PrepError, mmap_mode)
-
-
-def npy_shape(path: Path) -> tuple[int, ...]:
-    """Shape stored in a ``.npy`` header, without reading the data."""
-    return tuple(load_npy(path, mmap_mode="r").shape)
-
-
-def png_complete(path: Path) -> bool:
-    """True if the file ends with a PNG's closing IEND chunk (a truncated PNG does not)."""
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        if handle.tell() < len(_PNG_END):
-            return False
-        handle.seek(-len(_PNG_END), os.SEEK_END)
-        return handle.read() == _PNG_END
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """uint8 H×W×3 RGB from an 8-bit PNG (alpha dropped)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise PrepError(f"cannot decode image (corrupt or truncated?): {path}")
-    if image.dtype != np.uint8:
-        raise PrepError(f"expected an 8-bit image, got {image.dtype}: {path}")
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise PrepError(f"expected an RGB image, got shape {image.shape}: {path}")
-
-
-def check_depth(depth: np.ndarray, shape: tuple[int, int], path: Path) -> np.ndarray:
-    """float32 H×W depth of the image's size."""
-    if depth.shape != shape or not np.issubdtype(depth.dtype, np.floating):
-        raise PrepError(f"depth must be a float array of shape {shape}, got {depth.dtype} {depth.shape}: {path}")
-    return depth.astype(np.float32, copy=False)
+# ----------------------------------------------------------------------------- source frames and event windows
 
 
 def standardize_events(events: np.ndarray, height: int, width: int, source: Path) -> np.ndarray:
@@ -267,23 +206,57 @@ def pair_windows(
     return [samples[k] for k in sorted(samples)], len(windows) - len(samples)
 
 
-def sample_stem(index: int) -> str:
-    """Output file stem of a frame index (``000123``)."""
-    return f"{index:06d}"
+@dataclass(frozen=True)
+class FolderLayout:
+    """Where a split data set keeps each modality of a sequence and how its files are named."""
+
+    label: str  # data set name for messages and progress bars
+    subdirs: dict[str, Path]  # "rgb", "depth", "events" -> folder inside a sequence
+    frame_re: re.Pattern[str]
+    depth_re: re.Pattern[str]
+    events_re: re.Pattern[str]
 
 
-def sample_line(seq: str, stem: str) -> str:
-    """Split-list line of one sample, relative to the folder holding ``<seq>``."""
-    return f"{seq}/images/{stem}.png {seq}/depths/{stem}.npy {seq}/voxels/{stem}.npy"
+def pair_sequence(seq_dir: Path, layout: FolderLayout, match: str, tol: float) -> tuple[list[SourceSample], int]:
+    """Samples of one sequence sorted by frame, and the number of unpaired event windows."""
+    return pair_windows(
+        frames=indexed_files(seq_dir / layout.subdirs["rgb"], layout.frame_re),
+        depths=indexed_files(seq_dir / layout.subdirs["depth"], layout.depth_re),
+        windows=indexed_files(seq_dir / layout.subdirs["events"], layout.events_re),
+        event_stamps=seq_dir / layout.subdirs["events"] / "timestamps.txt",
+        depth_stamps=seq_dir / layout.subdirs["depth"] / "timestamps.txt",
+        match=match,
+        tol=tol,
+    )
 
 
-def sample_paths(seq_dir: Path, stem: str) -> dict[str, Path]:
-    return {
-        "image": seq_dir / "images" / f"{stem}.png",
-        "depth": seq_dir / "depths" / f"{stem}.npy",
-        "voxel": seq_dir / "voxels" / f"{stem}.npy",
-        "events": seq_dir / "events" / f"{stem}.npy",
-    }
+# ----------------------------------------------------------------------------- writing samples
+
+
+class Rollback:
+    """The files and folders a run created, so that a run whose input turns out bad can remove them."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def note(self, path: Path) -> None:
+        """Remember ``path`` and its missing parent folders (outermost first) if they do not exist yet;
+        call it before creating them."""
+        missing = []
+        while not path.exists() and path != path.parent:
+            missing.append(path)
+            path = path.parent
+        self.paths.extend(reversed(missing))
+
+    def undo(self) -> None:
+        """Delete the noted files, then the noted folders if they are empty."""
+        for path in reversed(self.paths):
+            if path.is_dir():
+                if not any(path.iterdir()):
+                    path.rmdir()
+            elif path.exists():
+                path.unlink()
+        self.paths.clear()
 
 
 def sample_is_done(seq_dir: Path, stem: str, num_bins: int, save_events: bool) -> bool:
@@ -293,16 +266,10 @@ def sample_is_done(seq_dir: Path, stem: str, num_bins: int, save_events: bool) -
     missing, so a rerun writes it again.
     """
     paths = sample_paths(seq_dir, stem)
-    needed = ["image", "depth", "voxel"] + (["events"] if save_events else [])
-    if not all(paths[key].is_file() for key in needed):
+    headers = {kind: npy_header(paths[kind]) for kind in ["depth", "voxel"] + (["events"] if save_events else [])}
+    if None in headers.values() or png_header(paths["image"]) is None:
         return False
-    try:
-        shapes = {key: npy_shape(paths[key]) for key in needed if key != "image"}
-    except PrepError:
-        return False
-    if not png_complete(paths["image"]):
-        return False
-    bins = shapes["voxel"][0]
+    bins = headers["voxel"][0][0]
     if bins != num_bins:
         raise PrepError(f"{paths['voxel']} has {bins} bins, not {num_bins}; rerun with --overwrite")
     return True
@@ -320,11 +287,11 @@ def write_sample(
     """Write image, depth, voxel (and optionally the raw window) of one sample."""
     height, width = image.shape[:2]
     paths = sample_paths(seq_dir, stem)
-    save_png(paths["image"], image)
-    save_npy(paths["depth"], depth.astype(np.float32, copy=False))
-    save_npy(paths["voxel"], events_to_voxel(events, num_bins, height, width))
+    save_image(paths["image"], image)
+    save_npy_atomic(paths["depth"], depth.astype(np.float32, copy=False))
+    save_npy_atomic(paths["voxel"], events_to_voxel(events, num_bins, height, width))
     if save_events:
-        save_npy(paths["events"], events)
+        save_npy_atomic(paths["events"], events)
 
 
 def convert_split(
@@ -355,123 +322,126 @@ def convert_split(
     for folder in folders:
         folder.check()
     split_lines, written = [], 0
-    created: list[Path] = []  # files and folders this run made: removed again when an input turns out bad
+    rollback = Rollback()
     try:
         with tqdm(total=total, desc=desc, unit="frame") as bar:
             for (name, samples), folder in zip(plan, folders):
                 seq_out = out_dir / name
-                _note_new(folder.manifest, created)
+                rollback.note(folder.manifest)
                 folder.start()
-                for folder in ("images", "depths", "voxels", "events"):
-                    remove_stale_temps(seq_out / folder)  # left by a run killed mid-write
+                for kind_folder in FOLDERS.values():
+                    remove_stale_temps(seq_out / kind_folder)  # left by a run killed mid-write
                 lines = []
                 for sample in samples:
                     stem = sample_stem(sample.frame)
                     if overwrite or not sample_is_done(seq_out, stem, num_bins, save_events):
                         for path in sample_paths(seq_out, stem).values():
-                            _note_new(path, created)
+                            rollback.note(path)
                         convert(sample, seq_out, stem)
                         written += 1
                     lines.append(sample_line(name, stem))
                     split_lines.append(sample_line(f"{split}/{name}", stem))
                     bar.update()
-                _note_new(out_dir / f"{name}.txt", created)
-                save_text(out_dir / f"{name}.txt", lines)
-        _note_new(out_root / f"{split}.txt", created)
-        save_text(out_root / f"{split}.txt", split_lines)
+                rollback.note(split_list_path(out_dir, name))
+                save_split_list(split_list_path(out_dir, name), lines)
+        rollback.note(split_list_path(out_root, split))
+        save_split_list(split_list_path(out_root, split), split_lines)
     except PrepError:
-        _remove_created(created)
+        rollback.undo()
         raise
     return total, written
 
 
-def _note_new(path: Path, created: list[Path]) -> None:
-    """Remember ``path`` and its missing parent folders (outermost first) if they do not exist yet."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    created.extend(reversed(missing))
+# ----------------------------------------------------------------------------- split data sets
 
 
-def _remove_created(created: list[Path]) -> None:
-    """Undo a failed run: delete the files it created, then the folders it created if they are empty."""
-    for path in reversed(created):
-        if path.is_dir():
-            if not any(path.iterdir()):
-                path.rmdir()
-        elif path.exists():
-            path.unlink()
+def _unchanged(depth: np.ndarray, args: argparse.Namespace) -> np.ndarray:
+    """Depth a data set stores in metres already."""
+    return depth
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    """A data set without options of its own."""
 
 
 @dataclass(frozen=True)
-class FolderLayout:
-    """Where a split data set keeps each modality of a sequence and how its files are named."""
+class SplitDataSet:
+    """What sets one split data set's converter (DENSE, EventScape) apart; the command is shared."""
 
-    label: str  # data set name for messages and progress bars
-    subdirs: dict[str, Path]  # "rgb", "depth", "events" -> folder inside a sequence
-    frame_re: re.Pattern[str]
-    depth_re: re.Pattern[str]
-    events_re: re.Pattern[str]
-
-
-def pair_sequence(seq_dir: Path, layout: FolderLayout, match: str, tol: float) -> tuple[list[SourceSample], int]:
-    """Samples of one sequence sorted by frame, and the number of unpaired event windows."""
-    return pair_windows(
-        frames=indexed_files(seq_dir / layout.subdirs["rgb"], layout.frame_re),
-        depths=indexed_files(seq_dir / layout.subdirs["depth"], layout.depth_re),
-        windows=indexed_files(seq_dir / layout.subdirs["events"], layout.events_re),
-        event_stamps=seq_dir / layout.subdirs["events"] / "timestamps.txt",
-        depth_stamps=seq_dir / layout.subdirs["depth"] / "timestamps.txt",
-        match=match,
-        tol=tol,
-    )
-
-
-def run_splits(args: argparse.Namespace, label: str, splits: Sequence[str], find: Callable[[str], Path | None],
-               process: Callable[[str, argparse.Namespace], int]) -> int:
-    """The split data sets' ``run``: check the root and every asked split (``find(split)`` gives its
-    folder or None) before converting any, then convert each."""
-    if not args.root.is_dir():
-        raise PrepError(f"{label} root not found: {args.root}")
-    folders = {split: find(split) for split in splits}
-    chosen = args.splits or [split for split, folder in folders.items() if folder is not None]
-    if not chosen:
-        raise PrepError(f"{args.root} holds no split folder of {label} (expected one of {', '.join(splits)})")
-    missing = [split for split in chosen if folders[split] is None]
-    if missing:
-        raise PrepError(f"split folder not found for {missing[0]!r} in {args.root}")
-    for split in chosen:
-        process(split, args)
-    return 0
+    layout: FolderLayout
+    description: str  # the command's --help text
+    root_help: str
+    split_folders: dict[str, tuple[str, ...]]  # split -> names its folder may have under the root, in order
+    find_sequences: Callable[[Path], list[tuple[str, Path]]]  # (output name, folder) of a split's sequences
+    load_events: Callable[[Path], np.ndarray]  # a raw event window as (N, 4) t, x, y, p
+    to_metres: Callable[[np.ndarray, argparse.Namespace], np.ndarray] = _unchanged  # stored depth -> metres
+    add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
 
 
 # Options that do not change what a prepared file holds (everything else is recorded as a setting).
 OPERATIONAL_OPTIONS = frozenset({"root", "out", "splits", "overwrite", "debug", "save_events", "numbins"})
 
 
-def process_split(
-    split: str,
-    split_dir: Path,
-    sequences: Sequence[tuple[str, Path]],
-    layout: FolderLayout,
-    convert_sample: Callable[[SourceSample, Path, str], None],
-    args: argparse.Namespace,
-) -> int:
+def main(data_set: SplitDataSet, argv: list[str] | None = None) -> int:
+    """The command of a split data set: convert every asked split of ``--root`` into ``--out``."""
+    parser = argparse.ArgumentParser(description=data_set.description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_split_dataset_arguments(parser, data_set.root_help, tuple(data_set.split_folders))
+    data_set.add_arguments(parser)
+    return run_script(parser, functools.partial(run_splits, data_set), argv)
+
+
+def split_folder(root: Path, names: Sequence[str]) -> Path | None:
+    """The first of ``names`` that is a folder under ``root``, None when none is."""
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    return None
+
+
+def run_splits(data_set: SplitDataSet, args: argparse.Namespace) -> int:
+    """Check the root and every asked split before converting any, then convert each."""
+    label = data_set.layout.label
+    if not args.root.is_dir():
+        raise PrepError(f"{label} root not found: {args.root}")
+    folders = {split: split_folder(args.root, names) for split, names in data_set.split_folders.items()}
+    chosen = args.splits or [split for split, folder in folders.items() if folder is not None]
+    if not chosen:
+        raise PrepError(f"{args.root} holds no split folder of {label} (expected one of {', '.join(folders)})")
+    missing = [split for split in chosen if folders[split] is None]
+    if missing:
+        raise PrepError(f"split folder not found for {missing[0]!r} in {args.root}")
+    for split in chosen:
+        process_split(data_set, split, folders[split], args)
+    return 0
+
+
+def process_split(data_set: SplitDataSet, split: str, split_dir: Path, args: argparse.Namespace) -> None:
     """Pair and convert every sequence of one split, write its lists, print a summary line."""
     plan, unpaired = [], 0
-    for name, folder in sequences:
-        samples, dropped = pair_sequence(folder, layout, args.match, args.sync_tol)
+    for name, folder in data_set.find_sequences(split_dir):
+        samples, dropped = pair_sequence(folder, data_set.layout, args.match, args.sync_tol)
         unpaired += dropped
         plan.append((name, samples))
     if not any(samples for _, samples in plan):
         raise PrepError(f"no event window of {split_dir} could be paired with an RGB frame and a depth map")
     settings = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
                 if key not in OPERATIONAL_OPTIONS}
-    total, written = convert_split(args.out, split, plan, convert_sample, args.numbins, args.save_events,
-                                   args.overwrite, desc=f"{layout.label} {split}", settings=settings)
+    convert = functools.partial(convert_sample, data_set, args)
+    total, written = convert_split(args.out, split, plan, convert, args.numbins, args.save_events,
+                                   args.overwrite, desc=f"{data_set.layout.label} {split}", settings=settings)
     print(
         f"{split}: {len(plan)} sequence(s), {total} sample(s) ({written} written, {total - written} already there), "
-        f"{unpaired} unpaired event window(s) -> {args.out / f'{split}.txt'}"
+        f"{unpaired} unpaired event window(s) -> {split_list_path(args.out, split)}"
     )
-    return total
+
+
+def convert_sample(data_set: SplitDataSet, args: argparse.Namespace, sample: SourceSample, seq_dir: Path,
+                   stem: str) -> None:
+    """Read one source frame (RGB image, depth, raw event window), check it and write its sample."""
+    image = load_image(sample.image, PrepError, gray=False)
+    height, width = image.shape[:2]
+    depth = load_depth(sample.depth, (height, width), PrepError).astype(np.float32, copy=False)
+    depth = data_set.to_metres(depth, args)
+    events = standardize_events(data_set.load_events(sample.events), height, width, sample.events)
+    write_sample(seq_dir, stem, image, depth, events, args.numbins, args.save_events)

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fuse.atomic import WriteError, check_writable, remove_stale_temps
-from fuse.data.dataset import DataFormatError, EventDepthDataset
+from fuse.data.dataset import EventDepthDataset
+from fuse.errors import DataFormatError
 from fuse.train import losses
 from fuse.checkpoint import CheckpointError, read_resumable, save_checkpoint
 from fuse.train.config import ConfigError, TrainConfig, dump_config
