@@ -21,7 +21,8 @@ from fuse.evaluate.metrics import (
     metric_keys,
     prediction_to_depth,
 )
-from fuse.evaluate.published import PAPER_COLUMNS, PUBLISHED, fuse_row, peer_rows
+from fuse.evaluate.protocols import E2DEPTH
+from fuse.evaluate.published import all_rows, method_row, peer_rows
 
 MVSEC_MIN = 80.0 * math.exp(-3.70378)  # ≈ 1.97 m
 MVSEC_MAX = 80.0
@@ -204,17 +205,17 @@ def test_torch_batch_sums_match_the_frame_protocol():
 
 
 def test_published_rows_are_complete_and_findable():
-    for row in PUBLISHED:
-        assert set(row.metrics) == {key for _, key in PAPER_COLUMNS[row.dataset]}
-    assert fuse_row("dense", "base").metrics["mae@30"] == 5.976
-    assert fuse_row("mvsec", "small", "outdoor_night1").metrics["rmse"] == 6.785
-    day1 = fuse_row("mvsec", "large", "outdoor_day1")
+    for row in all_rows("e2depth"):
+        assert set(row.metrics) == {key for _, key in E2DEPTH.columns[row.dataset]}
+    assert method_row("FUSE", "dense", "base").metrics["mae@30"] == 5.976
+    assert method_row("FUSE", "mvsec", "small", "outdoor_night1").metrics["rmse"] == 6.785
+    day1 = method_row("FUSE", "mvsec", "large", "outdoor_day1")
     assert day1.size is None and "not stated" in day1.label and day1.metrics["a1"] == 0.745
-    assert {r.method for r in peer_rows("mvsec", "outdoor_day1")} == {"E2Depth", "HMNet(I+E)", "PCDepth", "RAMNet", "SRFNet"}
+    assert {r.method for r in peer_rows("FUSE", "mvsec", "outdoor_day1")} == {"E2Depth", "HMNet(I+E)", "PCDepth", "RAMNet", "SRFNet"}
     with pytest.raises(ValueError, match="sequence"):
-        fuse_row("mvsec", "large")
+        method_row("FUSE", "mvsec", "large")
     with pytest.raises(ValueError, match="eventscape"):
-        fuse_row("eventscape", "large")
+        method_row("FUSE", "eventscape", "large")
 
 
 finite_depths = st.floats(min_value=-50.0, max_value=150.0, allow_nan=False, width=32)

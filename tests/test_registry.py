@@ -17,7 +17,7 @@ from fuse.errors import ConfigError, UsageError
 
 
 def test_builtin_kinds_say_what_they_take_and_give():
-    assert fuse.list_models() == ["depth_anything_v2", "event_student", "fuse"]
+    assert {"depth_anything_v2", "event_student", "fuse"} <= set(fuse.list_models())
     assert registry.model_kind("fuse").inputs == ("image", "events")
     assert registry.model_kind("event_student").inputs == ("events",)
     assert registry.model_kind("depth_anything_v2").output("relative") == "relative_inverse_depth"

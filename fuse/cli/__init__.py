@@ -1,21 +1,42 @@
-"""Command dispatcher. Each command lives in ``fuse/cli/<module>.py`` and exposes
-``add_arguments(parser)`` and ``run(args) -> int``; ``run_command`` is the one place where a
-``FuseError`` becomes an ``error:`` line and exit code 2 (for the scripts in ``scripts/`` too)."""
+"""Command dispatcher. A command is a module exposing ``add_arguments(parser)`` and
+``run(args) -> int``: every registered training stage is one (``fuse/cli/train.py``), the
+others are registered here or by a method (``register_command``). ``run_command`` is the one
+place where a ``FuseError`` becomes an ``error:`` line and exit code 2 (for the scripts in
+``scripts/`` too)."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fuse.errors import EXIT_BAD_INPUT, FuseError
+from fuse.registry import Registry
 
-# Commands besides the training stages, which come from the stage registry (one command each).
-COMMANDS: dict[str, tuple[str, str]] = {
-    "eval": ("fuse.cli.evaluate", "evaluate predictions against ground truth (E2Depth protocol)"),
-    "infer": ("fuse.cli.infer", "predict depth maps, colored PNGs and panels"),
-    "convert": ("fuse.cli.convert", "convert an upstream FUSE / stage-1 / DA-V2 file into this project's format"),
-}
+
+@dataclass(frozen=True)
+class Command:
+    """A ``python -m fuse <name>`` command besides the training stages: its module and help line."""
+
+    name: str
+    module: str
+    help: str
+
+
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def register_command(command: Command) -> Command:
+    return COMMANDS.register(command.name, command)
+
+
+for _command in (
+    Command("eval", "fuse.cli.evaluate", "evaluate predictions against ground truth (a registered protocol)"),
+    Command("infer", "fuse.cli.infer", "predict depth maps, colored PNGs and panels"),
+    Command("convert", "fuse.cli.convert", "convert an upstream FUSE / stage-1 / DA-V2 file into this project's format"),
+):
+    register_command(_command)
 
 
 def run_command(run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
@@ -41,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "depth models: one command per training stage, plus infer, eval and convert.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules, parsers = {}, {}
-    for name, (module_name, help_text) in {**_stage_commands(), **COMMANDS}.items():
+    others = {name: (COMMANDS.get(name).module, COMMANDS.get(name).help) for name in COMMANDS.names()}
+    for name, (module_name, help_text) in {**_stage_commands(), **others}.items():
         module = importlib.import_module(module_name)
         modules[name] = module
         parsers[name] = sub.add_parser(name, help=help_text, description=help_text)

@@ -1,4 +1,5 @@
-"""Depth metrics exactly as the published FUSE tables compute them (spec §8).
+"""The E2Depth per-frame protocol: depth metrics exactly as the published FUSE tables compute
+them (spec §8); registered as ``e2depth`` in ``fuse.evaluate.protocols``.
 
 The protocol is E2Depth's ``evaluation.py`` in the variant FUSE ships (run with ``--metric``):
 
@@ -34,7 +35,6 @@ from fuse.atomic import write_text_atomic
 from fuse.data.constants import dataset_info
 from fuse.data.layout import load_depth
 from fuse.errors import EvalInputError
-from fuse.evaluate.published import PAPER_COLUMNS, PublishedRow
 
 if TYPE_CHECKING:
     import torch
@@ -402,31 +402,6 @@ def _progress(pairs: list[tuple[Path, Path]], enabled: bool) -> Iterable[tuple[P
     from tqdm import tqdm
 
     return tqdm(pairs, desc="eval", unit="frame")
-
-
-def _cell(value: float | int | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
-def format_table(
-    metrics: Mapping[str, float | int | None],
-    dataset: str,
-    published: Sequence[PublishedRow] = (),
-    label: str = "this run",
-) -> str:
-    """Markdown table with the paper's columns for ``dataset``, published rows below ours."""
-    columns = PAPER_COLUMNS[dataset_info(dataset).name]
-    lines = [
-        "| Method | " + " | ".join(header for header, _ in columns) + " |",
-        "|---|" + "---:|" * len(columns),
-        f"| {label} | " + " | ".join(_cell(metrics.get(key)) for _, key in columns) + " |",
-    ]
-    for row in published:
-        lines.append(f"| {row.label} | " + " | ".join(_cell(row.metrics.get(key)) for _, key in columns) + " |")
-    if "frames" in metrics:
-        lines.append("")
-        lines.append(f"{metrics['frames']} frames evaluated, {metrics.get('skipped', 0)} without valid pixels skipped.")
-    return "\n".join(lines) + "\n"
 
 
 def write_json(path: str | os.PathLike, payload: Mapping[str, object]) -> None:

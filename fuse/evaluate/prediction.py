@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +75,9 @@ class PredictionRequest:
     mp4: bool = False
     fps: float = 10.0
     progress: bool = True
+    # Called with the checkpoint's layout once it is read, before anything is written (``eval``
+    # refuses a model its protocol cannot score here, without reading the file twice).
+    check: Callable[[FileLayout], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,8 @@ def predict_to_folder(request: PredictionRequest) -> InferResult:
     _check_request(request)
     device = resolve_device(request.device)
     model, layout = _load_model(request, device)
+    if request.check is not None:
+        request.check(layout)
     settings = _settings(request, layout)
     info = dataset_info(settings.dataset)
     _note_unrecorded_scale(request, layout, model.config, info)

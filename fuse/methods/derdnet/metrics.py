@@ -98,18 +98,14 @@ def point_metrics(pred: np.ndarray, gt: np.ndarray, dataset: str, derd_compat: b
 
 
 def evaluate_pairs(pairs: Sequence[tuple[Path, Path]], dataset: str, *, derd_compat: bool = True,
-                   pred_format: str = "metric", max_depth: float | None = None, reg_factor: float | None = None,
-                   rescale_target: bool = False, progress: bool = False) -> Metrics:
+                   progress: bool = False) -> Metrics:
     """Pool (prediction, GT) ``.npy`` depth maps of one shape each, NaN = no point / no GT.
 
     A multi-pixel map written back with ``write_points`` holds each pixel once, where the authors
     score all nine outputs of every centre (overlaps several times); score those with
-    ``point_metrics`` on the per-centre outputs to match them exactly. The E2Depth options the
-    ``eval`` command passes must keep their neutral values; ``progress`` is not shown.
+    ``point_metrics`` on the per-centre outputs to match them exactly. ``progress`` is accepted
+    for the ``eval`` command and not shown (pooling is fast).
     """
-    if pred_format != "metric" or max_depth is not None or reg_factor is not None or rescale_target:
-        raise UsageError("the derdnet_points protocol scores metric depth as predicted; it takes no "
-                         "--pred-format, --clip-distance, --reg-factor or --rescale-target")
     preds, gts, empty = [], [], 0
     for pred_path, gt_path in pairs:
         pred, gt = load_frame(pred_path), load_frame(gt_path)
@@ -135,4 +131,5 @@ POINTS_PROTOCOL = register_protocol(Protocol(
     "derdnet_points",
     "DERD-Net's pooled point metrics (spec derd-net.md §8): all selected GT-covered points of the test "
     "sequence(s) at once, #Points before the GT mask, the authors' quirks unless derd_compat=False",
-    ("point_depth",), MappingProxyType(COLUMNS), evaluate_pairs))
+    ("point_depth",), MappingProxyType(COLUMNS), evaluate_pairs, ("derd_compat", "progress"),
+    lambda dataset, derd_compat=True, **_: {"derd_compat": derd_compat}))
