@@ -15,6 +15,8 @@ from torch import nn
 from fuse.errors import ConfigError
 from fuse.train.config import InitSection
 from fuse.registry import Registry
+from fuse.train.dense_depth import DENSE_DEPTH
+from fuse.train.tasks import Task
 
 
 class Loader(Protocol):
@@ -56,6 +58,7 @@ class Stage:
     teacher: str = "depth_anything_v2"  # model kind of the frozen teacher (with ``uses_teacher``)
     teacher_init: str = "depth_anything"  # the ``init.<key>`` checkpoint the teacher loads
     select_by: str = "loss"  # validation metric (lower is better) that picks best.pth
+    task: Task = DENSE_DEPTH  # the data, losses, validation metrics and panels (fuse.train.tasks)
     depth_metrics: bool = False  # validate with the evaluation protocol's depth metrics
     panel_depth: bool = False  # TensorBoard panels show the ground-truth depth
 

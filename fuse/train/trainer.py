@@ -1,4 +1,5 @@
-"""One training loop for the three FUSE stages (spec §4); a stage is data (``fuse.train.stages``).
+"""One training loop for every registered stage; a stage is data (``fuse.train.stages``) and what
+its batches hold is its task's business (``fuse.train.tasks``).
 
 Single process on CPU or one GPU, or many processes under ``torchrun`` (DDP). Rank 0 logs
 (text, TensorBoard, tqdm) and writes checkpoints; ``latest.pth`` holds everything needed to
@@ -23,24 +24,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fuse.atomic import WriteError, check_writable, remove_stale_temps
-from fuse.data.dataset import EventDepthDataset
 from fuse.errors import DataFormatError
-from fuse.train import losses
 from fuse.checkpoint import CheckpointError, read_resumable, save_checkpoint
 from fuse.train.config import ConfigError, TrainConfig, dump_config
 from fuse.train.distributed import DistContext, ResumableSampler, cleanup, init_distributed, mean_over_ranks
-from fuse.evaluate.metrics import add_sums, all_reduce_sums, batch_metric_sums, empty_sums, finalize_sums
 from fuse.train.stages import Stage, stage_named
 from fuse.weights import load_weights, read_weights
 from fuse.registry import model_kind
 from fuse.layers.lora import lora_layers
-from fuse.data.constants import dataset_info
 
 LOG = logging.getLogger("fuse.train")
 
@@ -68,13 +64,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _at_size(pred: torch.Tensor, size) -> torch.Tensor:
-    """Bring a (B, h, w) prediction to the ground truth's resolution (bilinear, align_corners as upstream)."""
-    if pred.shape[-2:] == tuple(size):
-        return pred
-    return F.interpolate(pred[:, None], tuple(size), mode="bilinear", align_corners=True)[:, 0]
 
 
 def _original_message(error: Exception) -> str:
@@ -198,10 +187,7 @@ class Trainer:
     def _build_models(self):
         model_cfg, init = self.config.model, self.config.init
         stage = self.stage
-        common = dict(encoder=model_cfg.encoder, head_size=model_cfg.head_size, event_bins=model_cfg.event_bins,
-                      lora_rank=model_cfg.lora_rank)
-        max_depth = model_cfg.max_depth if stage.student_head == "metric" else 1.0
-        student = model_kind(self.kind).build(head=stage.student_head, max_depth=max_depth, **common)
+        student = model_kind(self.kind).build(**stage.task.student_options(self))
         self.stage.initialize(self._load, student, init)
         for name, param in student.named_parameters():
             param.requires_grad_(stage.trainable(name))
@@ -230,18 +216,7 @@ class Trainer:
             print(report.summary(), file=sys.stderr)
 
     def _build_datasets(self):
-        data, stage = self.config.data, self.stage
-        if not data.train_split:
-            raise ConfigError("data.train_split is not set: give the split list to train on")
-        common = dict(dataset=data.dataset, size=data.input_size, num_bins=self.config.model.event_bins,
-                      seed=self.config.run.seed)
-        degradation = None if data.degradation == "none" else data.degradation
-        train = EventDepthDataset(data.train_split, mode="train", degradation=degradation, **common)
-        val = None
-        if data.val_split:
-            val = EventDepthDataset(data.val_split, mode="val", degradation=degradation if stage.uses_teacher else None,
-                                    **common)
-        return train, val
+        return self.stage.task.datasets(self)
 
     def _build_optimizer(self):
         optim = self.config.optim
@@ -353,42 +328,15 @@ class Trainer:
                         batch_in_epoch=self.batch_in_epoch, run_config=self.config.to_dict(), best=self.best, rng=rng)
 
     # ---------------------------------------------------------------- training
-    def _autocast(self):
+    def autocast(self):
+        """Mixed precision on CUDA as ``run.amp`` says (tasks wrap their forward pass in it)."""
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def compute_losses(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Forward the student (and teacher), return (total loss, named losses, prediction)."""
-        loss_cfg = self.config.loss
-        image = batch["image"].to(self.device, non_blocking=True)
-        voxel = batch["voxel"].to(self.device, non_blocking=True)
-        with self._autocast():
-            tensors = {"image": image, "events": voxel}
-            pred, features = self.model(*(tensors[name] for name in self.inputs), return_features=True)
-            named: dict[str, torch.Tensor] = {}
-            if self.teacher is not None:
-                clean = batch.get("image_clean", batch["image"]).to(self.device, non_blocking=True)
-                with torch.no_grad():
-                    target, target_features = self.teacher(clean, return_features=True)
-                if "l1" in self.stage.losses:
-                    named["l1"] = losses.l1_loss(pred.float(), target.float())
-                if "feature_cos" in self.stage.losses:
-                    named["feature_cos"] = losses.feature_cosine_loss(
-                        [f.float() for f in features], [f.float() for f in target_features],
-                        loss_cfg.cos_alpha, loss_cfg.cos_beta)
-            if "silog" in self.stage.losses:
-                depth = batch["depth"].to(self.device, non_blocking=True)
-                valid = batch["valid_mask"].to(self.device, non_blocking=True)
-                named["silog"] = losses.silog_loss(_at_size(pred.float(), depth.shape[-2:]), depth, valid,
-                                                   loss_cfg.silog_lambda)
-            if "disparity_l1" in self.stage.losses:
-                depth = batch["depth"].to(self.device, non_blocking=True)
-                min_depth = dataset_info(self.config.data.dataset).min_depth
-                named["disparity_l1"] = losses.disparity_l1_loss(_at_size(pred.float(), depth.shape[-2:]), depth, min_depth)
-        weights = loss_cfg.weights()
-        total = sum(weights[name] * value for name, value in named.items())
-        return total, named, pred
+        """Forward the student (and teacher), return (total loss, named losses, prediction): the stage's task."""
+        return self.stage.task.losses(self, batch)
 
     def train_step(self, batch: dict) -> dict[str, float]:
         total, named, pred = self.compute_losses(batch)
@@ -487,25 +435,23 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """The stage loss, plus the evaluation protocol's depth metrics where the stage asks for them
+        """The stage loss, plus the task's validation metrics where the stage asks for them
         (reduced over ranks)."""
         self.student.eval()
-        info = dataset_info(self.config.data.dataset)
+        task = self.stage.task
         sampler = ResumableSampler(len(self.val_set), self.ctx, seed=0, shuffle=False)
-        sums = empty_sums()
-        sums = {k: torch.tensor(float(v), dtype=torch.float64, device=self.device) for k, v in sums.items()}
+        sums = {k: torch.tensor(float(v), dtype=torch.float64, device=self.device) for k, v in task.empty_sums().items()}
         loss_sum, batches = torch.zeros((), device=self.device, dtype=torch.float64), 0
         for batch in self._loader(self.val_set, sampler=sampler):
             total, _, pred = self.compute_losses(batch)
             loss_sum += total.double()
             batches += 1
             if self.stage.depth_metrics:
-                depth = batch["depth"].to(self.device)
-                sums = add_sums(sums, batch_metric_sums(_at_size(pred.float(), depth.shape[-2:]), depth, info.min_depth, info.max_depth))
+                sums = {key: sums[key] + value for key, value in task.metric_sums(self, batch, pred).items()}
         self.student.train()
         metrics: dict = {"loss": float(mean_over_ranks(loss_sum / max(batches, 1), self.ctx))}
         if self.stage.depth_metrics:
-            metrics |= {k: v for k, v in finalize_sums(all_reduce_sums(sums)).items() if v is not None}
+            metrics |= task.finalize(sums)
         return metrics
 
     def export(self, name: str) -> None:
@@ -523,17 +469,8 @@ class Trainer:
         LOG.info("%s step %d %s", split, self.step, " ".join(f"{k}={v:.5g}" for k, v in values.items() if isinstance(v, float)))
 
     def _log_panel(self, batch: dict) -> None:
-        """TensorBoard image panel: image | events | prediction | ground truth (first sample)."""
-        def norm(x: torch.Tensor) -> torch.Tensor:
-            x = torch.nan_to_num(x.float(), nan=0.0)
-            return (x - x.min()) / (x.max() - x.min() + 1e-8)
-
-        image = norm(batch["image"][0].mean(0))
-        events = norm(batch["voxel"][0].sum(0))
-        pred = norm(self._last_pred[0].detach().cpu())
-        tiles = [image, events, pred]
-        if self.stage.panel_depth:
-            tiles.append(norm(batch["depth"][0]))
+        """TensorBoard image panel of the first sample (the task's tiles side by side)."""
+        tiles = self.stage.task.panel(self, batch, self._last_pred.detach().cpu())
         self.writer.add_image("panel", torch.cat(tiles, dim=1)[None], self.step)
 
 
