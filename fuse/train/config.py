@@ -12,15 +12,17 @@ import copy
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from fuse.atomic import write_text_atomic
+from fuse.data.constants import DEFAULT_MAX_DEPTH
 from fuse.errors import ConfigError
-from fuse.registry import list_models
+from fuse.registry import list_models, load_methods
 
 # The smallest network input: FreDFuse halves the token grid twice (fuse.methods.fuse.models).
 MIN_INPUT_SIZE = 56
@@ -99,7 +101,7 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "head_size": Key(None, "DPT head size; null: the head DA-V2 pairs with the encoder",
                          choices=(None, *_ENCODERS)),
         "event_bins": _at_least(3, 1, "voxel-grid bins the event encoder takes (3: faithful)"),
-        "max_depth": _positive(80.0, "metric head scale in metres (MVSEC 80, DENSE 1000; adapt stage)"),
+        "max_depth": _positive(DEFAULT_MAX_DEPTH, "metric head scale in metres (MVSEC 80, DENSE 1000; adapt stage)"),
         "lora_rank": _at_least(8, 1, "LoRA rank of the event encoder"),
     },
     "data": {
@@ -265,6 +267,7 @@ class TrainConfig:
     optim: OptimSection
     loss: LossSection
     run: RunSection
+    methods: Mapping[str, _Section] = field(default_factory=dict)  # sections methods register
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
@@ -272,13 +275,42 @@ class TrainConfig:
         return cls(stage=config["stage"], model=ModelSection.from_dict(config["model"]),
                    data=DataSection.from_dict(config["data"]), init=InitSection.from_dict(config["init"]),
                    optim=OptimSection.from_dict(config["optim"]), loss=LossSection.from_dict(config["loss"]),
-                   run=RunSection.from_dict(config["run"]))
+                   run=RunSection.from_dict(config["run"]),
+                   methods={name: section.from_dict(config[name]) for name, section in METHOD_SECTIONS.items()
+                            if name in config})
+
+    def section(self, name: str) -> _Section:
+        """A method's section (``register_section``), e.g. ``config.section("derdnet").fold``."""
+        if name not in self.methods:
+            raise ConfigError(f"config has no section {name!r}; registered method sections: {sorted(self.methods)}")
+        return self.methods[name]
 
     def to_dict(self) -> dict[str, Any]:
         """The nested dict ``load_config`` gave (config.yaml and a checkpoint's ``run_config`` hold it)."""
         return {"stage": self.stage, "model": self.model.to_dict(), "data": self.data.to_dict(),
                 "init": self.init.to_dict(), "optim": self.optim.to_dict(), "loss": self.loss.to_dict(),
-                "run": self.run.to_dict()}
+                "run": self.run.to_dict(), **{name: section.to_dict() for name, section in self.methods.items()}}
+
+
+METHOD_SCHEMA: dict[str, dict[str, Key]] = {}
+METHOD_SECTIONS: dict[str, type[_Section]] = {}
+
+
+def register_section(name: str, keys: dict[str, Key], description: str) -> type[_Section]:
+    """Add a method's own config section (``<name>.<key>`` in YAML and ``--set``), checked like the
+    core keys and read as ``config.section(name).<key>``."""
+    if name in SCHEMA or (name in METHOD_SCHEMA and METHOD_SCHEMA[name] != keys):
+        raise ValueError(f"config section {name!r} is registered already")
+    METHOD_SCHEMA[name] = keys
+    METHOD_SECTIONS[name] = make_dataclass(f"{name.title().replace('_', '')}Section", list(keys), bases=(_Section,),
+                                           frozen=True, namespace={"__doc__": description})
+    return METHOD_SECTIONS[name]
+
+
+def full_schema() -> dict[str, dict[str, Key] | Key]:
+    """The core keys and every registered method's section."""
+    load_methods()
+    return SCHEMA | METHOD_SCHEMA
 
 
 def _defaults(schema: dict) -> dict:
@@ -296,8 +328,14 @@ def _flat(schema: dict, prefix: str = "") -> dict[str, Key]:
     return out
 
 
-DEFAULTS: dict[str, Any] = _defaults(SCHEMA)
-KEYS: dict[str, Key] = _flat(SCHEMA)
+def defaults() -> dict[str, Any]:
+    """The default config (a fresh copy), method sections included."""
+    return _defaults(full_schema())
+
+
+def keys() -> dict[str, Key]:
+    """Every config key by its dotted name."""
+    return _flat(full_schema())
 
 
 def _check(key: str, value: Any, spec: Key) -> Any:
@@ -365,7 +403,7 @@ def _check_type(key: str, value: Any, default: Any, spec: Key) -> Any:
 def describe_keys() -> str:
     """Every config key with its default, allowed values and meaning (``--help-config``)."""
     lines = ["config keys (set in a YAML file or with --set key=value):"]
-    for key, spec in KEYS.items():
+    for key, spec in keys().items():
         default = "null" if spec.default is None else yaml.safe_dump(spec.default, default_flow_style=True).strip()
         default = default.removesuffix("\n...").strip()
         allowed = spec.allowed()
@@ -386,7 +424,7 @@ def merge(base: dict, update: dict, prefix: str = "") -> dict:
                 raise ConfigError(f"config key {full!r} must be a mapping of {sorted(base[key])}")
             out[key] = merge(base[key], value, full + ".")
         else:
-            out[key] = _check(full, value, KEYS[full])
+            out[key] = _check(full, value, keys()[full])
     return out
 
 
@@ -408,7 +446,7 @@ def parse_override(text: str) -> dict:
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None,
                 stage: str | None = None) -> dict:
     """Defaults <- YAML file (its ``base:`` files first) <- ``stage`` <- ``--set`` overrides."""
-    config = copy.deepcopy(DEFAULTS)
+    config = defaults()
     if path is not None:
         config = merge(config, _read_yaml(Path(path)))
     if stage is not None:
@@ -447,7 +485,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = 
     bases = [bases] if isinstance(bases, str) else bases
     if not (isinstance(bases, list) and all(isinstance(base, str) for base in bases)):
         raise ConfigError(f"config file {path}: base: must be a file name or a list of them, got {bases!r}")
-    merged: dict = copy.deepcopy(DEFAULTS)
+    merged: dict = defaults()
     for base in bases:
         base_path = (path.parent / base).resolve()
         if base_path in seen:
@@ -459,15 +497,16 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), referrer: Path | None = 
         raise ConfigError(f"{path}: {error}") from None
 
 
-def _diff(config: dict, defaults: dict = DEFAULTS) -> dict:
+def _diff(config: dict, base: dict | None = None) -> dict:
     """The part of ``config`` that differs from the defaults (so later files can layer on it)."""
+    base = defaults() if base is None else base
     out = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            sub = _diff(value, defaults[key])
+            sub = _diff(value, base[key])
             if sub:
                 out[key] = sub
-        elif value != defaults[key]:
+        elif value != base[key]:
             out[key] = value
     return out
 
