@@ -6,7 +6,7 @@
 CPU: `fuse` (vits, vitb) and `depth_anything_v2` (vits, vitb) at 266x266 and 252x336, batch 1,
 fp32 and bf16 autocast, interleaved round by round with (a) a float32 4096x4096 matmul, whose
 rate is the reference for "fraction of matmul rate", and (b) the functional re-statement of
-the spec in tests/reference_fuse.py: plain PyTorch ops in the upstream code's structure
+the spec in fuse/testing/reference_fuse.py: plain PyTorch ops in the upstream code's structure
 (explicit attention, NCHW convolutions, encoders one after the other), standing in for the
 original code. FLOPs come from torch.utils.flop_counter (a multiply-add counts as 2). The bf16
 accuracy cost is the relative L2 error of the depth map against fp32 on the same input.
@@ -34,9 +34,11 @@ def one_after_another(tasks, device):
 def _inputs(kind: str, height: int, width: int, batch: int = 1, device: str = "cpu"):
     import torch
 
+    from fuse.data.constants import IMAGENET_MEAN, IMAGENET_STD
+
     g = torch.Generator().manual_seed(0)
     image = torch.rand(batch, 3, height, width, generator=g)
-    image = ((image - torch.tensor([0.485, 0.456, 0.406])[:, None, None]) / torch.tensor([0.229, 0.224, 0.225])[:, None, None])
+    image = (image - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     image = image.to(device)
     if kind == "fuse":
         events = torch.randn(batch, 3, height, width, generator=g).to(device)
@@ -58,7 +60,7 @@ def _model(kind: str, encoder: str, device: str = "cpu"):
 
 def _reference(kind: str, encoder: str, model):
     """The spec's functional re-statement on the same weights (LoRA B is zero, so merged == weight)."""
-    from tests import reference_fuse
+    from fuse.testing import reference_fuse
 
     state = model.state_dict()
     if kind == "fuse":

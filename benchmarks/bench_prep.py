@@ -94,8 +94,7 @@ def _folder_bytes(folder: Path) -> int:
 def _child(code: str, *args: str) -> tuple[float, float, str]:
     """Run python code in a child process: (wall seconds, peak RSS MiB of that child, stdout)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, cwd=ROOT,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, cwd=ROOT)
     out = proc.stdout.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start

@@ -4,7 +4,7 @@ data, and stage 2 with the frozen event encoder's LoRA merged against unmerged.
     python benchmarks/bench_train.py [--steps 6] [--threads 2] [--write]
 
 Data: a processed split at MVSEC resolution (346x260 images, depth maps and 3-bin voxels,
-tests/engine_fixtures.write_split) read through the real dataset and DataLoader with the
+fuse/testing/fixtures.write_split) read through the real dataset and DataLoader with the
 default worker count (``data.workers``), input 266x266, batch 2. Teacher and stage inputs
 are random-weight checkpoints of the right layout. Each (stage, encoder) runs in its own child
 process, so its peak resident memory is its own. A step is timed as fit() runs it: the wait
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,8 +28,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from common import ROOT, count_flops, interleaved, machine_lines, table, write_section
+from common import count_flops, interleaved, machine_lines, table, write_section
 
+HERE = Path(__file__).resolve().parent
 STAGES = ("align", "fuse", "adapt")
 ENCODERS = ("vitt", "vits")
 
@@ -41,7 +41,7 @@ def _prepare(root: Path, encoder: str) -> dict[str, str]:
 
     import fuse
     from fuse.checkpoint import save_checkpoint
-    from tests.engine_fixtures import write_split, write_teacher
+    from fuse.testing.fixtures import write_split, write_teacher
 
     split = root / "data" / "seq.txt"
     if not split.exists():
@@ -153,9 +153,9 @@ def merge_comparison(root: Path, rounds: int) -> list[list]:
     return [[name, t[name].best, t[name].median, flops[name] / 1e9, losses[name], base / t[name].best] for name in trainers]
 
 
+# Run with the benchmarks folder as working directory, where ``python -c`` finds bench_train.
 CHILD = """
 import json, sys
-sys.path.insert(0, "benchmarks")
 import torch
 torch.set_num_threads(int(sys.argv[4]))
 from bench_train import measure_stage
@@ -182,8 +182,7 @@ def main() -> None:
             _prepare(root, encoder)
             for stage in STAGES:
                 out = subprocess.run([sys.executable, "-c", CHILD, stage, encoder, str(root), str(args.threads),
-                                      str(args.steps)], cwd=ROOT, capture_output=True, text=True,
-                                     env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                                      str(args.steps)], cwd=HERE, capture_output=True, text=True)
                 if out.returncode:
                     raise RuntimeError(f"{stage}/{encoder} failed:\n{out.stderr[-3000:]}")
                 r = json.loads(out.stdout.strip().splitlines()[-1])

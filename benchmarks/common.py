@@ -13,7 +13,6 @@ import platform
 import re
 import resource
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,10 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from fuse.atomic import atomic_write
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from fuse.atomic import atomic_write  # noqa: E402  (after the path set-up above)
 
 
 @dataclass

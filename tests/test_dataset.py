@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from fuse.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from fuse.data.dataset import EventDepthDataset
 from fuse.data.layout import read_split_list
 from fuse.errors import DataFormatError
-from fuse.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 H, W = 26, 34  # small sensor; resized to 28 x 42 with size=28
 

@@ -10,7 +10,7 @@ import torch
 import fuse
 from fuse.checkpoint import save_checkpoint
 from fuse.evaluate.metrics import evaluate_folders
-from tests.engine_fixtures import write_split
+from fuse.testing.fixtures import write_split
 
 ROOT = Path(__file__).resolve().parents[1]
 

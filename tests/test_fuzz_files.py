@@ -29,8 +29,8 @@ import torch
 import fuse
 from fuse.cli import main as fuse_main
 from fuse.checkpoint import save_checkpoint
+from fuse.testing.fixtures import write_split, write_teacher
 from tests import mvsec_fixtures
-from tests.engine_fixtures import write_split, write_teacher
 from tests.test_dense_eventscape_prep import (
     change_bins,
     make_dense_sequence,

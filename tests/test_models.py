@@ -8,8 +8,8 @@ import fuse
 from fuse.methods.fuse import FreDFuse, LoRALinear, merge_lora, unmerge_lora
 from fuse.methods.fuse.models import event_patch_weight_from_rgb
 from fuse.layers.lora import add_lora
-from tests import reference_fuse
-from tests.published_layout import depth_anything_layout, fuse_layout
+from fuse.testing import reference_fuse
+from fuse.testing.published_layout import depth_anything_layout, fuse_layout
 
 
 def _count(model):

@@ -15,7 +15,7 @@ from fuse.cli import main as fuse_main
 from fuse.train import stages
 from fuse.checkpoint import save_checkpoint
 from fuse.train.config import load_config
-from tests.engine_fixtures import write_split
+from fuse.testing.fixtures import write_split
 
 
 @dataclass(frozen=True)

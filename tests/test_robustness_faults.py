@@ -33,7 +33,7 @@ from fuse.train import trainer as trainer_module
 from fuse.checkpoint import previous_path, read_checkpoint, read_resumable, save_checkpoint
 from fuse.train.config import TrainConfig, load_config
 from fuse.train.trainer import train
-from tests.engine_fixtures import write_split, write_teacher
+from fuse.testing.fixtures import write_split, write_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 4  # 8 frames, batch 2

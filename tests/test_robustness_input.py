@@ -16,8 +16,8 @@ from fuse.checkpoint import read_checkpoint, save_checkpoint
 from fuse.train.config import ConfigError
 from fuse.train.losses import silog_loss
 from fuse.evaluate.metrics import batch_metric_sums, finalize_sums
+from fuse.testing.fixtures import write_split, write_teacher
 from tests import mvsec_fixtures
-from tests.engine_fixtures import write_split, write_teacher
 
 
 @pytest.fixture(scope="module")

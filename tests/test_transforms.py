@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuse.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from fuse.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SampleTransform,
     constrain_to_multiple_of,
     lower_bound_size,

@@ -23,7 +23,7 @@ from fuse.checkpoint import save_checkpoint
 from fuse.train.config import load_config
 from fuse.evaluate.inference import SplitSource, predict
 from fuse.weights import load_model
-from tests.engine_fixtures import write_split, write_teacher
+from fuse.testing.fixtures import write_split, write_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINED_SIZE = 56  # the input size the fixture checkpoints record

@@ -1,5 +1,5 @@
 """Checkpoint compatibility: published layouts filled with random values, loaded and compared
-against the functional reference of the spec (tests/reference_fuse.py)."""
+against the functional reference of the spec (fuse/testing/reference_fuse.py)."""
 import subprocess
 import sys
 
@@ -11,8 +11,8 @@ from fuse.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from fuse.methods.fuse.weights import inspect_state
 from fuse.weights import load_model
 from fuse.methods.fuse import LoRALinear
-from tests import reference_fuse
-from tests.published_layout import depth_anything_layout, fuse_layout, random_state
+from fuse.testing import reference_fuse
+from fuse.testing.published_layout import depth_anything_layout, fuse_layout, random_state
 
 
 def rel_l2(a, b):

@@ -1,8 +1,13 @@
-"""One table of per-dataset constants shared by loaders, training and evaluation (spec §7, §8)."""
+"""Constants shared by loaders, models, training and evaluation: the per-dataset table (spec §7, §8),
+the ImageNet statistics images are standardized with and the default metric depth range."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+#: Per-channel RGB statistics Depth Anything V2 standardizes images in [0, 1] with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "dense": DatasetInfo("dense", max_depth=1000.0, reg_factor=5.7, sensor_height=260, sensor_width=346),
     "eventscape": DatasetInfo("eventscape", max_depth=1000.0, reg_factor=5.7, sensor_height=256, sensor_width=512),
 }
+
+#: Metric head scale (metres) when none is given: MVSEC's, the range upstream's metric checkpoints use.
+DEFAULT_MAX_DEPTH = DATASETS["mvsec"].max_depth
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -67,37 +68,31 @@ def gaussian_blur_region(array: np.ndarray, region: tuple[slice, slice], ksize: 
     return out
 
 
-@dataclass(frozen=True)
-class ImageCorruption:
-    """Upstream ``Image_Corruption``: brightness change, then corrupted rectangles.
+@dataclass(frozen=True, kw_only=True)
+class RegionCorruption:
+    """The rectangle step upstream's image and voxel corruptions share, on an H×W×C array.
 
-    The defaults are the stage-2 image settings. Works on any H×W×C array;
-    ``brightness_range=None`` skips the brightness step (used for voxels, see
-    ``VoxelCorruption``). Brightness and ``overexpose`` need uint8 input.
+    With probability ``region_prob``, ``num_regions`` rectangles are drawn (positions first, then
+    one of ``effects`` per rectangle, as upstream draws them); subclasses add their own effects.
     """
 
-    brightness_range: tuple[float, float] | None = (0.5, 1.5)
+    allowed_effects: ClassVar[tuple[str, ...]] = VOXEL_EFFECTS
+
     region_prob: float = 0.5
     num_regions: int = 3
     region_ratio: float = 0.2
-    effects: tuple[str, ...] = IMAGE_EFFECTS
+    effects: tuple[str, ...] = VOXEL_EFFECTS
     blur_ksize: int = 25
     blur_sigma: float = 2.0
-    exposure_alpha: float = 2.5
-    exposure_beta: float = 200.0
 
     def __post_init__(self) -> None:
-        unknown = set(self.effects) - set(IMAGE_EFFECTS)
-        if unknown or not self.effects:
-            raise ValueError(f"effects must be a non-empty subset of {IMAGE_EFFECTS}, got {self.effects}")
+        if not self.effects or set(self.effects) - set(self.allowed_effects):
+            raise ValueError(f"effects must be a non-empty subset of {self.allowed_effects}, got {self.effects}")
         if self.blur_ksize % 2 != 1:
             raise ValueError(f"blur_ksize must be odd, got {self.blur_ksize}")
 
-    def __call__(self, array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.brightness_range is not None:
-            if array.dtype != np.uint8:
-                raise TypeError(f"brightness change expects uint8, got {array.dtype}")
-            array = change_brightness(array, rng.uniform(*self.brightness_range))
+    def corrupt_regions(self, array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``array`` with the rectangles applied; draws from ``rng`` in upstream's order (seeded runs repeat)."""
         if rng.random() >= self.region_prob:
             return array
         regions = random_regions(array.shape[0], array.shape[1], self.num_regions, self.region_ratio, rng)
@@ -110,19 +105,47 @@ class ImageCorruption:
         if effect == "blur":
             return gaussian_blur_region(array, region, self.blur_ksize, self.blur_sigma)
         out = array.copy()
-        if effect == "mask":
-            out[region] = 0
-        else:
-            if array.dtype != np.uint8:
-                raise TypeError(f"over-exposure expects uint8, got {array.dtype}")
-            out[region] = cv2.convertScaleAbs(
-                np.ascontiguousarray(array[region]), alpha=self.exposure_alpha, beta=self.exposure_beta
-            ).reshape(array[region].shape)
+        out[region] = 0
         return out
 
 
-@dataclass(frozen=True)
-class VoxelCorruption:
+@dataclass(frozen=True, kw_only=True)
+class ImageCorruption(RegionCorruption):
+    """Upstream ``Image_Corruption``: brightness change, then corrupted rectangles.
+
+    The defaults are the stage-2 image settings. Works on any H×W×C array;
+    ``brightness_range=None`` skips the brightness step. Brightness and ``overexpose`` need
+    uint8 input.
+    """
+
+    allowed_effects: ClassVar[tuple[str, ...]] = IMAGE_EFFECTS
+
+    brightness_range: tuple[float, float] | None = (0.5, 1.5)
+    effects: tuple[str, ...] = IMAGE_EFFECTS
+    exposure_alpha: float = 2.5
+    exposure_beta: float = 200.0
+
+    def __call__(self, array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.brightness_range is not None:
+            if array.dtype != np.uint8:
+                raise TypeError(f"brightness change expects uint8, got {array.dtype}")
+            array = change_brightness(array, rng.uniform(*self.brightness_range))
+        return self.corrupt_regions(array, rng)
+
+    def _apply(self, array: np.ndarray, region: tuple[slice, slice], effect: str) -> np.ndarray:
+        if effect != "overexpose":
+            return super()._apply(array, region, effect)
+        if array.dtype != np.uint8:
+            raise TypeError(f"over-exposure expects uint8, got {array.dtype}")
+        out = array.copy()
+        out[region] = cv2.convertScaleAbs(
+            np.ascontiguousarray(array[region]), alpha=self.exposure_alpha, beta=self.exposure_beta
+        ).reshape(array[region].shape)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class VoxelCorruption(RegionCorruption):
     """Upstream stage-2 voxel corruption on a bins×H×W float grid: blur or mask rectangles.
 
     Upstream passes the voxel through the same class as the image with brightness factor 1,
@@ -132,29 +155,9 @@ class VoxelCorruption:
     stays float and only the rectangles are applied.
     """
 
-    region_prob: float = 0.5
-    num_regions: int = 3
-    region_ratio: float = 0.2
-    effects: tuple[str, ...] = VOXEL_EFFECTS
-    blur_ksize: int = 25
-    blur_sigma: float = 2.0
-
-    def __post_init__(self) -> None:
-        if not self.effects or set(self.effects) - set(VOXEL_EFFECTS):
-            raise ValueError(f"voxel effects must be a non-empty subset of {VOXEL_EFFECTS}, got {self.effects}")
-
     def __call__(self, voxel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        corrupt = ImageCorruption(
-            brightness_range=None,
-            region_prob=self.region_prob,
-            num_regions=self.num_regions,
-            region_ratio=self.region_ratio,
-            effects=self.effects,
-            blur_ksize=self.blur_ksize,
-            blur_sigma=self.blur_sigma,
-        )
         hwc = np.ascontiguousarray(voxel.transpose(1, 2, 0))
-        return np.ascontiguousarray(corrupt(hwc, rng).transpose(2, 0, 1))
+        return np.ascontiguousarray(self.corrupt_regions(hwc, rng).transpose(2, 0, 1))
 
 
 def _sample(value: float | tuple[float, float], rng: np.random.Generator) -> float:

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from fuse.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from fuse.events import normalize_voxel
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# float32, so that standardized images stay float32.
+_MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
+_STD = np.array(IMAGENET_STD, dtype=np.float32)
 
 #: Keys of a sample dict and how each one is transformed.
 IMAGE_KEYS = ("image", "image_clean")
@@ -70,7 +72,7 @@ def resize_depth(depth: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
     """H×W×3 RGB in [0, 1] -> 3×H×W float32 standardized with the ImageNet statistics."""
-    out = (image.astype(np.float32) - IMAGENET_MEAN) / IMAGENET_STD
+    out = (image.astype(np.float32) - _MEAN) / _STD
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 

@@ -46,6 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fuse.atomic import temp_path_for
+from fuse.data.constants import DATASETS
 
 MVSEC_HEIGHT = 260
 MVSEC_WIDTH = 346
@@ -103,7 +104,7 @@ class RecordingConfig:
     contrast_threshold: float = 0.2
     threshold_spread: float = 0.03  # relative per-pixel threshold variation
     noise_rate: float | None = None  # background events per pixel per second (None: by variant)
-    max_depth: float = 80.0
+    max_depth: float = DATASETS["mvsec"].max_depth
     t_start: float = 1000.0
     warmup: float = 0.1  # seconds of events and images before the first depth frame
 

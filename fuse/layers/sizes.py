@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 PATCH_SIZE = 14
 PRETRAIN_GRID = 37  # DA-V2 trains at 518 px: 37x37 patch positions in ``pos_embed``
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from fuse.data.constants import DEFAULT_MAX_DEPTH
 from fuse.layers.dpt import HEAD_KINDS, DPTHead
 from fuse.methods.fuse.fredfuse import FreDFuse
 from fuse.layers.lora import DEFAULT_TARGETS, add_lora
@@ -191,7 +192,7 @@ def _builder(name: str, default_head: str):
         for a metric head."""
         head = head or default_head
         if max_depth is None:
-            max_depth = 80.0 if head == "metric" else 1.0
+            max_depth = DEFAULT_MAX_DEPTH if head == "metric" else 1.0
         return build_from_config(ModelConfig(kind=name, encoder=encoder, head_size=head_size, head=head,
                                              max_depth=max_depth, event_bins=event_bins, **options))
 

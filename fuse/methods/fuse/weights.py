@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fuse.checkpoint import FORMAT, CheckpointError
+from fuse.data.constants import DEFAULT_MAX_DEPTH
 from fuse.layers.lora import LoRALinear
 from fuse.layers.sizes import ENCODER_SIZES, HEAD_SIZES
 from fuse.methods.fuse.models import MODEL_CLASSES, ModelConfig, build_from_config, event_patch_weight_from_rgb
@@ -249,7 +250,7 @@ def build_for(layout: FileLayout, overrides: dict) -> nn.Module:
     if layout.event_bins and layout.kind != "depth_anything_v2":
         defaults["event_bins"] = layout.event_bins
     if defaults["head"] == "metric":
-        defaults["max_depth"] = 80.0
+        defaults["max_depth"] = DEFAULT_MAX_DEPTH
     defaults.update(overrides)
     return build_from_config(ModelConfig(kind=layout.kind, encoder=layout.encoder, **defaults))
 

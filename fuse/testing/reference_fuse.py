@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tests.published_layout import SIZES, TAPS
+from fuse.testing.published_layout import SIZES, TAPS
 
 
 def _ln(x, sd, p, eps):

@@ -1,7 +1,8 @@
 """Key names and shapes of the published checkpoints, written from the spec (§1, §2, §3, §9).
 
-Independent of ``fuse.models``: tests fill these layouts with random values and check that
-every tensor reaches the right parameter and that outputs match ``tests/reference_fuse.py``.
+Independent of the model code (``fuse.layers``, ``fuse.methods``): tests fill these layouts with
+random values and check that every tensor reaches the right parameter and that outputs match
+``fuse/testing/reference_fuse.py``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Tiny processed splits and checkpoints for engine tests (depth is learnable from both inputs)."""
+"""Tiny processed splits and checkpoints for training and evaluation tests and benchmarks.
+
+In the splits, depth is learnable from both inputs: the image and the events both encode it.
+"""
 from __future__ import annotations
 
 from pathlib import Path
