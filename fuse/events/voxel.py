@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 
 import numpy as np
 
+from fuse.jit import compiled
+
 if TYPE_CHECKING:
     import torch
 
@@ -226,19 +228,9 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
     return 0
 
 
-_NUMBA_KERNEL: Callable | None = None
-
-
 def _numba_kernel() -> Callable | None:
-    """:func:`_accumulate_windows` compiled by numba (cached on disk), or None without numba."""
-    global _NUMBA_KERNEL
-    if _NUMBA_KERNEL is None:
-        try:
-            import numba
-        except ImportError:
-            return None
-        _NUMBA_KERNEL = numba.njit(cache=True, nogil=True, boundscheck=False)(_accumulate_windows)
-    return _NUMBA_KERNEL
+    """:func:`_accumulate_windows` compiled by numba (``fuse.jit.compiled``), or None without numba."""
+    return compiled(_accumulate_windows)
 
 
 def _voxel_grids_cpu(

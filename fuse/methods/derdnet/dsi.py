@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple,
 import numpy as np
 
 from fuse.errors import RecordingError, UsageError
+from fuse.jit import compiled
 from fuse.methods.derdnet.calibration import Camera, StereoCalibration, undistortion_table
 from fuse.methods.derdnet.poses import Trajectory
 
@@ -389,19 +390,9 @@ def _vote_planes(x0: np.ndarray, y0: np.ndarray, packet_size: int, scale: np.nda
                     plane[k + width + 1] += fx * fy
 
 
-_NUMBA_KERNEL: Callable | None = None
-
-
 def _numba_kernel() -> Callable | None:
-    """:func:`_vote_planes` compiled by numba (cached on disk, releases the GIL), or None without numba."""
-    global _NUMBA_KERNEL
-    if _NUMBA_KERNEL is None:
-        try:
-            import numba
-        except ImportError:
-            return None
-        _NUMBA_KERNEL = numba.njit(cache=True, nogil=True, boundscheck=False)(_vote_planes)
-    return _NUMBA_KERNEL
+    """:func:`_vote_planes` compiled by numba (``fuse.jit.compiled``), or None without numba."""
+    return compiled(_vote_planes)
 
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None

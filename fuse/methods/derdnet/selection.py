@@ -23,20 +23,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import cv2
 import numpy as np
 
 from fuse.errors import UsageError
 from fuse.methods.derdnet.calibration import Camera
-
-if TYPE_CHECKING:
-    import torch
-
-    Volume = Union[np.ndarray, torch.Tensor]
-else:
-    Volume = Any
+from fuse.methods.derdnet.dsi import Volume
 
 __all__ = ["FilterPreset", "PRESETS", "MAX_CONFIDENCE", "RADIUS", "confidence_map", "confidence_8bit",
            "threshold_mask", "border_mask", "Selection", "select_pixels", "point_count", "sub_dsis",
