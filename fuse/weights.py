@@ -147,15 +147,17 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], File
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
-                 into: str | Sequence[str] | None = None, lora: str = "auto") -> LoadReport:
+                 into: str | Sequence[str] | None = None, lora: str = "auto",
+                 contents: tuple[dict[str, torch.Tensor], FileLayout] | None = None) -> LoadReport:
     """Load ``path`` into ``model`` and return a ``LoadReport``.
 
     Files of a family's kinds go through the family's loader (``into`` restricts loading to
     parts of the model, ``lora`` says how LoRA tensors are read: see the family); every other
     file must be this project's file of the model's own kind and fill every tensor.
+    ``contents`` is what ``read_weights(path)`` returned, for a caller that read the file already.
     """
     path = str(path)
-    state, layout = read_weights(path)
+    state, layout = contents if contents is not None else read_weights(path)
     kind = model.config.kind
     family = _family_of_kind(kind)
     if family is not None:

@@ -102,6 +102,7 @@ class Trainer:
             raise ConfigError("config key 'run.device' is cuda, but CUDA is not available here; use auto or cpu")
         # Everything is checked before anything is created: a refused run leaves no folder behind.
         check_writable(run.output_dir, create=False)
+        self._contents: dict = {}  # init files read by the check, by path (read once)
         self._check_init_files()
         device_type = "cuda" if run.device == "cuda" or (run.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.ctx: DistContext = init_distributed(device_type)
@@ -111,6 +112,7 @@ class Trainer:
         self.out = Path(run.output_dir)
         _seed_everything(run.seed)
         self.student, self.teacher = self._build_models()
+        self._contents.clear()  # the models hold the tensors now
         _seed_everything(run.seed + self.ctx.rank)  # dropout differs per rank, as with independent GPUs
         self.train_set, self.val_set = self._build_datasets()
         self.sampler = ResumableSampler(len(self.train_set), self.ctx, run.seed)
@@ -154,7 +156,8 @@ class Trainer:
                     raise ConfigError(f"stage {self.stage.name} needs init.{need.key}: "
                                       f"{need.made_by[self.kind]}")
                 continue
-            _, layout = read_weights(path)
+            self._contents[path] = read_weights(path)
+            layout = self._contents[path][1]
             wanted = need.kinds[self.kind]
             head = layout.config.head if layout.config is not None else None
             if layout.kind not in wanted or (need.head is not None and head not in (None, need.head)):
@@ -195,7 +198,8 @@ class Trainer:
         teacher = None
         if stage.uses_teacher:
             teacher = model_kind(stage.teacher).build(encoder=model_cfg.encoder, head_size=model_cfg.head_size)
-            self._log_load(load_weights(teacher, getattr(init, stage.teacher_init)))
+            path = getattr(init, stage.teacher_init)
+            self._log_load(load_weights(teacher, path, contents=self._contents.get(path)))
             teacher.requires_grad_(False).eval().to(self.device)
         return student.to(self.device), teacher
 
@@ -208,8 +212,9 @@ class Trainer:
                 layer.merge()
 
     def _load(self, model, path: str, into=None) -> None:
-        """Load a checkpoint for the stage's ``initialize`` and log what it held."""
-        self._log_load(load_weights(model, path, into=into))
+        """Load a checkpoint for the stage's ``initialize`` and log what it held (a file the init
+        check read already is not read again)."""
+        self._log_load(load_weights(model, path, into=into, contents=self._contents.get(path)))
 
     def _log_load(self, report) -> None:
         if self.ctx.is_main:
