@@ -15,6 +15,9 @@ frame of ``davis/left/depth_image_rect``
 
 Upstream walks the image timestamps greedily, which on duplicated image timestamps can stop
 before the true nearest image; here the nearest image is always found.
+
+:class:`MvsecEvents` reads either camera's events (``davis/left/events`` or
+``davis/right/events``) by time window, the same way, for DERD-Net's DSIs.
 """
 from __future__ import annotations
 
@@ -29,10 +32,12 @@ import numpy as np
 
 from fuse.errors import RecordingError
 
-__all__ = ["RecordingError", "FrameInfo", "Sample", "MvsecRecording", "recording_files", "recording_paths",
-           "EVENTS_KEY", "IMAGES_KEY", "IMAGE_TS_KEY", "DEPTH_KEY", "DEPTH_TS_KEY"]
+__all__ = ["RecordingError", "FrameInfo", "Sample", "MvsecRecording", "MvsecEvents", "recording_files",
+           "recording_paths", "EVENTS_KEY", "RIGHT_EVENTS_KEY", "IMAGES_KEY", "IMAGE_TS_KEY", "DEPTH_KEY",
+           "DEPTH_TS_KEY"]
 
 EVENTS_KEY = "davis/left/events"
+RIGHT_EVENTS_KEY = "davis/right/events"
 IMAGES_KEY = "davis/left/image_raw"
 IMAGE_TS_KEY = "davis/left/image_raw_ts"
 DEPTH_KEY = "davis/left/depth_image_rect"
@@ -323,6 +328,82 @@ class MvsecRecording:
         self._files.clear()
 
     def __enter__(self) -> "MvsecRecording":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MvsecEvents:
+    """One DAVIS camera's events in an MVSEC data file, read one time window at a time.
+
+    Why: DERD-Net's DSIs need both cameras' events in 1 s windows of recordings with 10^8+ events
+    (``fuse.methods.derdnet.dsi.EventSource``). Windows are found as :class:`MvsecRecording` finds
+    them (bisection over the timestamps at chunk boundaries, then one chunk), and only their rows
+    are read. Timestamps of the rows read are checked; coordinates are checked by whoever knows
+    the sensor (the DSI builder checks them against the calibration). The camera's poses are
+    ``fuse.methods.derdnet.poses.read_mvsec_poses`` (``davis/left/pose`` + ``pose_ts``).
+
+    >>> with MvsecEvents(data_path, "right") as right:   # doctest: +SKIP
+    ...     window = right.between(t0 + 10.0, t0 + 11.0)
+    """
+
+    def __init__(self, data_path: str | os.PathLike, camera: str = "left", *, chunk_size: int = 1 << 20) -> None:
+        if camera not in ("left", "right"):
+            raise ValueError(f"camera must be 'left' or 'right', got {camera!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        self.data_path = os.fspath(data_path)
+        self.key = RIGHT_EVENTS_KEY if camera == "right" else EVENTS_KEY
+        self._file: h5py.File | None = None
+        try:
+            self._open(chunk_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, chunk_size: int) -> None:
+        if not os.path.isfile(self.data_path):
+            raise RecordingError(f"{self.data_path}: MVSEC data file not found")
+        try:
+            self._file = h5py.File(self.data_path, "r")
+        except OSError as err:
+            raise RecordingError(f"{self.data_path}: cannot open as hdf5 (truncated or corrupt file?): {err}") from None
+        if self.key == RIGHT_EVENTS_KEY and self.key not in self._file:
+            raise RecordingError(f"recording {self.data_path} has no {self.key}: stereo DSIs need the right camera; "
+                                 "use mono")
+        self._events = MvsecRecording._dataset(self._file, self.data_path, self.key, "data")
+        if self._events.ndim != 2 or self._events.shape[1] != 4:
+            raise RecordingError(
+                f"{self.data_path}: {self.key} has shape {self._events.shape}, expected (N, 4) columns x, y, t, p"
+            )
+        self._times = _ChunkedTimes(self._events, _T, chunk_size, self.data_path, self.key)
+
+    def __len__(self) -> int:
+        return int(self._events.shape[0])
+
+    @property
+    def first_time(self) -> float:
+        """Timestamp of the first event: for the left camera, DERD-Net's time origin t0 (spec §2.2)."""
+        if not len(self):
+            raise RecordingError(f"{self.data_path}: {self.key} holds no events")
+        return float(_read(self.data_path, self._events, (0, _T)))
+
+    def between(self, start: float, stop: float) -> np.ndarray:
+        """Rows ``(t, x, y, p)`` float64 with ``start <= t <= stop``, polarity as stored."""
+        first = self._times.searchsorted(start, "left")
+        last = max(first, self._times.searchsorted(stop, "right"))
+        rows = _read(self.data_path, self._events, np.s_[first:last])
+        events = rows[:, [_T, _X, _Y, _P]].astype(np.float64, copy=False)
+        _check_times(events[:, 0], self.data_path, self.key, first_row=first)
+        return events
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "MvsecEvents":
         return self
 
     def __exit__(self, *exc: object) -> None:
