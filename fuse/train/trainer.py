@@ -41,7 +41,7 @@ from fuse.layers.lora import lora_layers
 LOG = logging.getLogger("fuse.train")
 
 LATEST = "latest.pth"
-VALIDATION_SHOWN = ("loss", "abs_rel", "rmse", "a1")
+VALIDATION_SHOWN = ("loss", "abs_rel", "rmse", "a1")  # and the stage's select_by
 # Files a run keeps in its output folder (latest.prev.pth is the rotated previous copy).
 CHECKPOINTS = (LATEST, "latest.prev.pth", "best.pth", "model.pth")
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "batch_in_epoch", "rng", "run_config")
@@ -424,7 +424,8 @@ class Trainer:
             if improved:
                 self.best = {key: value, "epoch": self.epoch}
                 self.export("best.pth")
-            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k in VALIDATION_SHOWN and isinstance(v, float))
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                             if (k in VALIDATION_SHOWN or k == key) and isinstance(v, float))
             if improved:
                 best = f"new best, wrote {self.out / 'best.pth'}"
             elif key in self.best:
