@@ -69,11 +69,10 @@ from tqdm import tqdm
 
 from fuse.atomic import temp_path_for
 from fuse.demo.synthetic import (
-    LOG_EPS,
     MVSEC_HEIGHT,
     MVSEC_WIDTH,
     TEXTURE_SIZE,
-    EventSimulator,
+    EventCamera,
     RecordingConfig,
     _dataset,
     _day_frame,
@@ -82,6 +81,7 @@ from fuse.demo.synthetic import (
     _render_in_order,
     _rng,
     _timeline,
+    first_event_indices,
 )
 
 __all__ = ["Lens", "INDOOR_LEFT", "INDOOR_RIGHT", "INDOOR_RECT", "T_RIGHT_LEFT", "POSE_RATE", "room_lenses",
@@ -459,24 +459,18 @@ def _camera_stream(renderer: RoomRenderer, config: RecordingConfig, image_t: np.
     noise_rate = DAY_NOISE_RATE if config.noise_rate is None else config.noise_rate
     frame_rng = _rng(config.seed, 105, camera_index)
     images = np.empty((len(image_t), renderer.lens.height, renderer.lens.width), dtype=np.uint8)
-    chunks = []
-    simulator = None
+    dvs = EventCamera(config.contrast_threshold, config.threshold_spread, noise_rate,
+                      _rng(config.seed, 106, camera_index))
     renders = _render_in_order(renderer, sub_t, workers)
     desc = ("left", "right")[camera_index]
     for i, radiance in enumerate(tqdm(renders, total=len(sub_t), desc=desc, disable=not progress)):
-        log_radiance = np.log(radiance + LOG_EPS)
-        if simulator is None:
-            simulator = EventSimulator(log_radiance, float(sub_t[i]), config.contrast_threshold,
-                                       config.threshold_spread, noise_rate, _rng(config.seed, 106, camera_index))
-        else:
-            chunks.append(simulator.step(log_radiance, float(sub_t[i])))
+        dvs.add(radiance, float(sub_t[i]))
         j, rest = divmod(i, config.substeps)
         if rest == 0 and j < len(image_t):
             images[j] = _day_frame(radiance, frame_rng)
-    events = np.concatenate(chunks)
-    events[:, 2] += config.t_start
+    events = dvs.events(config.t_start)
     image_ts = image_t + config.t_start
-    return CameraStream(events, images, image_ts, np.searchsorted(events[:, 2], image_ts, side="left").astype(np.int64))
+    return CameraStream(events, images, image_ts, first_event_indices(events, image_ts))
 
 
 def generate_room(config: RecordingConfig, workers: int = 2, progress: bool = False) -> RoomRecording:

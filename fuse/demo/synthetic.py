@@ -628,6 +628,34 @@ class EventSimulator:
         return events
 
 
+class EventCamera:
+    """A DVS fed with a camera's sub-frame radiance renders in time order: the first render sets
+    the reference levels, each later one adds the events since the one before."""
+
+    def __init__(self, threshold: float, spread: float, noise_rate: float, rng: np.random.Generator) -> None:
+        self.threshold, self.spread, self.noise_rate, self.rng = threshold, spread, noise_rate, rng
+        self.simulator: EventSimulator | None = None
+        self.chunks: list[np.ndarray] = []
+
+    def add(self, radiance: np.ndarray, t: float) -> None:
+        log_radiance = np.log(radiance + LOG_EPS)
+        if self.simulator is None:
+            self.simulator = EventSimulator(log_radiance, t, self.threshold, self.spread, self.noise_rate, self.rng)
+        else:
+            self.chunks.append(self.simulator.step(log_radiance, t))
+
+    def events(self, t_start: float) -> np.ndarray:
+        """Every event so far (n×4: x, y, t, p), timestamps shifted by the recording's start time."""
+        events = np.concatenate(self.chunks)
+        events[:, 2] += t_start
+        return events
+
+
+def first_event_indices(events: np.ndarray, image_ts: np.ndarray) -> np.ndarray:
+    """MVSEC's ``image_raw_event_inds``: the index of the first event at or after each image."""
+    return np.searchsorted(events[:, 2], image_ts, side="left").astype(np.int64)
+
+
 def _day_frame(radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Well-exposed gamma-encoded frame with mild read noise."""
     value = 255.0 * np.clip(radiance, 0.0, 1.0) ** (1 / 2.2) + rng.normal(0.0, 1.0, radiance.shape)
@@ -696,29 +724,22 @@ def generate_recording(config: RecordingConfig, workers: int = 2, progress: bool
     exposure: deque[np.ndarray] = deque(maxlen=8 if config.night else 1)  # night frames are motion-blurred
 
     images = np.empty((len(image_t), camera.height, camera.width), dtype=np.uint8)
-    chunks = []
-    simulator = None
+    dvs = EventCamera(config.contrast_threshold, config.threshold_spread, noise_rate, _rng(config.seed, 5, variant))
     renders = _render_in_order(renderer, sub_t, workers)
     for i, radiance in enumerate(tqdm(renders, total=len(sub_t), desc="render", disable=not progress)):
-        log_radiance = np.log(radiance + LOG_EPS)
-        if simulator is None:
-            simulator = EventSimulator(log_radiance, float(sub_t[i]), config.contrast_threshold,
-                                       config.threshold_spread, noise_rate, _rng(config.seed, 5, variant))
-        else:
-            chunks.append(simulator.step(log_radiance, float(sub_t[i])))
+        dvs.add(radiance, float(sub_t[i]))
         exposure.append(radiance)
         j, rest = divmod(i, config.substeps)
         if rest == 0 and j < len(image_t):
             images[j] = (_night_frame(np.mean(exposure, axis=0), frame_rng) if config.night
                          else _day_frame(radiance, frame_rng))
-    events = np.concatenate(chunks)
-    events[:, 2] += config.t_start
+    events = dvs.events(config.t_start)
     image_ts = image_t + config.t_start
     return Recording(
         events=events,
         image_raw=images,
         image_raw_ts=image_ts,
-        image_raw_event_inds=np.searchsorted(events[:, 2], image_ts, side="left").astype(np.int64),
+        image_raw_event_inds=first_event_indices(events, image_ts),
         depth_image_rect=np.stack([renderer.depth(float(t), config.max_depth) for t in depth_t]),
         depth_image_rect_ts=depth_t + config.t_start,
         camera=camera,
