@@ -11,6 +11,9 @@ Baseline: the same geometry, then every plane at once with ``index_put_(accumula
 the flat float32 volume (events in chunks of 2^16 to bound memory at ~1 GB). Ours: the numba
 kernel (planes shared among this process's CPUs), and for reference the torch-op path that CUDA
 tensors take, here on the CPU. Timed in one process, interleaved round by round.
+
+This script prints its table; ``benchmarks/bench_derdnet.py --write`` puts it into the DERD-Net
+section of BENCHMARKS.md together with the network and whole-frame tables.
 """
 from __future__ import annotations
 
@@ -91,13 +94,9 @@ def baseline(events: np.ndarray, camera: SweepCamera, T_rv_w: np.ndarray, grid: 
     return volume.view(grid.num_planes, grid.height, grid.width)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1 << 18)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-
-    events, camera, grid, T_rv_w = scene(args.events)
+def measure(num_events: int, rounds: int) -> str:
+    """The builder table (with its setup lines) for ``num_events`` events; used alone and by bench_derdnet.py."""
+    events, camera, grid, T_rv_w = scene(num_events)
     ours = camera_dsi(events, camera, T_rv_w, grid, backend="numba").volume
     ours_torch = camera_dsi(events, camera, T_rv_w, grid, backend="torch").volume.numpy()
     base = baseline(events, camera, T_rv_w, grid).numpy()
@@ -109,16 +108,27 @@ def main() -> None:
         "ours: torch-op path (what CUDA runs), on CPU": lambda: camera_dsi(events, camera, T_rv_w, grid,
                                                                           backend="torch"),
     }
-    timings = interleaved(candidates, rounds=args.rounds)
+    timings = interleaved(candidates, rounds=rounds)
     reference = timings["baseline: torch index_put_(accumulate=True), all planes"]
-    rows = [[name, args.events / t.best / 1e6, args.events / t.median / 1e6, reference.median / t.median]
+    rows = [[name, num_events / t.best / 1e6, num_events / t.median / 1e6, reference.median / t.median]
             for name, t in timings.items()]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return "\n".join([
+        f"- one camera, {num_events} uniformly random events, {grid.num_planes} planes, {grid.width}x{grid.height}; "
+        f"{cpus} CPUs for the numba kernel, torch threads {torch.get_num_threads()}; {rounds} rounds",
+        f"- largest difference between the implementations' volumes: {agreement:.2e} votes",
+        "",
+        table(["implementation", "Mev/s (best)", "Mev/s (median)", "speed-up vs baseline (median)"], rows),
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1 << 18)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
     print("\n".join(machine_lines("torch", "numba")))
-    print(f"- {args.events} events, {grid.num_planes} planes, {grid.width}x{grid.height}; "
-          f"{cpus} CPUs for the numba kernel, torch threads {torch.get_num_threads()}; {args.rounds} rounds")
-    print(f"- largest difference between the implementations' volumes: {agreement:.2e} votes\n")
-    print(table(["implementation", "Mev/s (best)", "Mev/s (median)", "speed-up vs baseline (median)"], rows))
+    print(measure(args.events, args.rounds))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ SCRIPTS = {
     "model_ops": ["bench_model.py", "--ops"],
     "model_parts": ["bench_model.py", "--parts"],
     "train": ["bench_train.py"],
+    "derdnet": ["bench_derdnet.py"],
     "gpu": ["bench_model.py", "--device", "cuda"],
 }
 
