@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -147,6 +149,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], f
         _remove_quietly(tmp)
         raise
     return path
+
+
+@contextmanager
+def files_together(finals: Sequence[Path]) -> Iterator[list[Path]]:
+    """Temporary paths for files that belong together (a recording's data, ground truth and
+    calibration): all are renamed into place when the block ends, none appear when it fails."""
+    temps = [temp_path_for(final) for final in finals]
+    try:
+        yield temps
+        for temp, final in zip(temps, finals):
+            os.replace(temp, final)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
 
 
 def _remove_quietly(path: Path) -> None:

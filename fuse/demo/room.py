@@ -67,7 +67,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from fuse.atomic import temp_path_for
+from fuse.atomic import files_together
 from fuse.demo.synthetic import (
     MVSEC_HEIGHT,
     MVSEC_WIDTH,
@@ -537,8 +537,7 @@ def save_room(recording: RoomRecording, out_dir: str | os.PathLike, name: str) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     finals = (out / f"{name}_data.hdf5", out / f"{name}_gt.hdf5", out / f"{name}_calib.yaml")
-    temps = [temp_path_for(final) for final in finals]
-    try:
+    with files_together(finals) as temps:
         attrs = {"generator": "fuse.demo.room", "seed": recording.config.seed}
         with h5py.File(temps[0], "w", track_order=False) as f:
             f.attrs.update(attrs)
@@ -553,11 +552,6 @@ def save_room(recording: RoomRecording, out_dir: str | os.PathLike, name: str) -
             _dataset(left, "pose", recording.pose, 1 << 10)
             _dataset(left, "pose_ts", recording.pose_ts, 1 << 12)
         temps[2].write_text(yaml.safe_dump(camchain(recording.lenses, recording.T_right_left)))
-        for temp, final in zip(temps, finals):
-            os.replace(temp, final)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
     return finals
 
 

@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from fuse.atomic import temp_path_for
+from fuse.atomic import files_together
 from fuse.data.constants import DATASETS
 
 MVSEC_HEIGHT = 260
@@ -759,8 +759,7 @@ def save_recording(recording: Recording, out_dir: str | os.PathLike, name: str) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     finals = (out / f"{name}_data.hdf5", out / f"{name}_gt.hdf5")
-    temps = [temp_path_for(final) for final in finals]
-    try:
+    with files_together(finals) as temps:
         cam, cfg = recording.camera, recording.config
         attrs = {"generator": "fuse.demo.synthetic", "seed": cfg.seed, "night": cfg.night,
                  "intrinsics_fx_fy_cx_cy": np.array([cam.fx, cam.fy, cam.cx, cam.cy])}
@@ -777,11 +776,6 @@ def save_recording(recording: Recording, out_dir: str | os.PathLike, name: str) 
             for kind in ("rect", "raw"):  # copies, not hard links: visititems() sees a linked object once
                 _dataset(left, f"depth_image_{kind}", recording.depth_image_rect, 1)
                 _dataset(left, f"depth_image_{kind}_ts", recording.depth_image_rect_ts, 1 << 12)
-        for temp, final in zip(temps, finals):
-            os.replace(temp, final)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
     return finals
 
 
