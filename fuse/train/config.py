@@ -412,8 +412,9 @@ def describe_keys() -> str:
     return "\n".join(lines) + "\n"
 
 
-def merge(base: dict, update: dict, prefix: str = "") -> dict:
+def merge(base: dict, update: dict, prefix: str = "", spec: dict[str, Key] | None = None) -> dict:
     """Recursively merge ``update`` into a copy of ``base``, validating every key and type."""
+    spec = keys() if spec is None else spec
     out = copy.deepcopy(base)
     for key, value in update.items():
         full = prefix + key
@@ -422,9 +423,9 @@ def merge(base: dict, update: dict, prefix: str = "") -> dict:
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {full!r} must be a mapping of {sorted(base[key])}")
-            out[key] = merge(base[key], value, full + ".")
+            out[key] = merge(base[key], value, full + ".", spec)
         else:
-            out[key] = _check(full, value, keys()[full])
+            out[key] = _check(full, value, spec[full])
     return out
 
 
