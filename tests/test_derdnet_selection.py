@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from fuse.demo.room import INDOOR_LEFT, INDOOR_RECT
 from fuse.errors import UsageError
 from fuse.methods.derdnet.calibration import Camera
 from fuse.methods.derdnet.selection import (
@@ -23,13 +24,9 @@ from fuse.methods.derdnet.selection import (
     undistort_depth,
 )
 
-MVSEC_LEFT = Camera(
-    346, 260,
-    np.array([[226.38018519795807, 0, 173.6470807871759], [0, 226.15002947047415, 133.73271487507847], [0, 0, 1]]),
-    np.array([-0.048031442223833355, 0.011330957517194437, -0.055378166304281135, 0.021500973881459395]),
-    np.array([[199.6530123165822, 0, 177.43276376280926, 0], [0, 199.6530123165822, 126.81215684365904, 0],
-              [0, 0, 1, 0]]),
-)
+# MVSEC indoor_flying's left DAVIS (spec §2.3), as the synthetic room renders it.
+MVSEC_LEFT = Camera(INDOOR_LEFT.width, INDOOR_LEFT.height, INDOOR_LEFT.K, np.array(INDOOR_LEFT.distortion),
+                    np.hstack([INDOOR_RECT.K, np.zeros((3, 1))]))
 
 
 def random_dsi(depth: int = 20, height: int = 30, width: int = 40, seed: int = 0) -> np.ndarray:
