@@ -15,6 +15,7 @@ Usage: [VAR=value ...] ./demo.sh
   TEST_FRAMES  depth frames of each test recording             (default 40)
   EPOCHS       epochs of every training stage                  (default: configs/demo/*.yaml)
   SEED         seed of the recordings and of training          (default 0)
+  AIMDEPTH     1: also train AIMDepth (tiny) on 5-bin voxels and add its row (about 6 more minutes on 2 CPUs)
   DEMO_REPRODUCIBLE  1: pin CPU kernels to AVX2 and 2 threads, so that every x86 machine with AVX2
                gives the same table (about 1.4x slower; default: the machine's own kernels)
 Relative paths are taken from the directory you run the script in.
@@ -86,6 +87,16 @@ CONFIG="$configs/adapt.yaml" FOUNDATION="$teacher" OUT="$runs/adapt_image" "$her
 CONFIG="$configs/adapt.yaml" FOUNDATION="$runs/align/model.pth" OUT="$runs/adapt_events" "$here/train.sh" \
   --set model.kind=event_student "${common[@]}"
 
+with=()
+if [[ "${AIMDEPTH:-0}" == 1 ]]; then
+  step "4b/6 AIMDepth (tiny): the recordings prepared again with 5-bin voxels -> $OUT/processed5, aimdepth.sh train"
+  "$PYTHON" "$here/scripts/process_mvsec_hdf5.py" --root "$data" --out "$OUT/processed5" --numbins 5 \
+    day_train day_test night_test
+  CONFIG="$here/configs/aimdepth/demo.yaml" SIZE=tiny TRAIN_SPLIT="$OUT/processed5/day_train.txt" \
+    VAL_SPLIT="$OUT/processed5/day_test.txt" RUN="$runs/aimdepth" "$here/aimdepth.sh" train "${common[@]}"
+  with=(--with aimdepth)
+fi
+
 step "5/6 run.sh (depth maps, colored PNGs, panels) and eval.sh on the test recordings"
 for test in day_test night_test; do
   "$here/run.sh" -c "$runs/adapt_fuse/model.pth" -s "$processed/$test.txt" -o "$OUT/predictions/fuse_$test" \
@@ -94,9 +105,14 @@ for test in day_test night_test; do
     CHECKPOINT="$runs/adapt_$model/model.pth" SPLIT="$processed/$test.txt" PRED="$OUT/predictions/${model}_$test" \
       OUT="$OUT/eval/${model}_$test" "$here/eval.sh" --no-progress --overwrite > /dev/null
   done
+  if [[ "${AIMDEPTH:-0}" == 1 ]]; then
+    CHECKPOINT="$runs/aimdepth/model.pth" SPLIT="$OUT/processed5/$test.txt" OUT="$OUT/eval/aimdepth_$test" \
+      "$here/aimdepth.sh" eval --no-progress --overwrite > /dev/null
+  fi
 done
 
 step "6/6 results"
 "$PYTHON" "$here/scripts/demo_report.py" --processed "$processed" --eval "$OUT/eval" --out "$OUT" \
-  --teacher "$([[ -n "${DAV2:-}" ]] && echo "DA-V2 ($DAV2)" || echo "stand-in (trained on synthetic day images)")"
+  --teacher "$([[ -n "${DAV2:-}" ]] && echo "DA-V2 ($DAV2)" || echo "stand-in (trained on synthetic day images)")" \
+  ${with[@]+"${with[@]}"}
 echo "demo finished in $((SECONDS - started)) s; everything is under $OUT (panels: $OUT/predictions/fuse_night_test/panels)"
