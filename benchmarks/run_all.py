@@ -22,6 +22,7 @@ SCRIPTS = {
     "model_parts": ["bench_model.py", "--parts"],
     "train": ["bench_train.py"],
     "derdnet": ["bench_derdnet.py"],
+    "aimdepth": ["bench_aimdepth.py"],
     "gpu": ["bench_model.py", "--device", "cuda"],
 }
 
