@@ -77,6 +77,8 @@ class CheckpointFamily:
     ``inspect(raw, state, path)`` returns the ``FileLayout`` of a file it recognizes, else None;
     ``load(model, state, layout, path, strict=, into=, lora=)`` fills a model and reports every
     tensor; ``build(layout, overrides)`` returns the model the file describes, ready to load.
+    Files that are not torch checkpoints (another framework's format) name their ``suffixes``
+    and a ``read(path)`` returning the file's dict, which must never run code from the file.
     """
 
     name: str
@@ -85,6 +87,8 @@ class CheckpointFamily:
     load: Callable[..., LoadReport]
     build: Callable[[FileLayout, dict], nn.Module]
     describes: str  # what the family's files are, for the message on an unrecognized file
+    suffixes: tuple[str, ...] = ()  # file endings read with ``read`` instead of ``read_checkpoint``
+    read: Callable[[str], dict] | None = None
 
 
 FAMILIES: Registry[CheckpointFamily] = Registry("checkpoint family")
@@ -128,9 +132,19 @@ def _recorded_layout(raw: dict, path: str) -> FileLayout | None:
                       config=SimpleNamespace(**config), run_config=run_config if isinstance(run_config, dict) else None)
 
 
+def _read_raw(path: str | os.PathLike) -> dict:
+    """The file's dict: through the family that names its suffix, else ``read_checkpoint``."""
+    load_methods()
+    suffix = os.path.splitext(str(path))[1].lower()
+    for family in FAMILIES.entries.values():
+        if family.read is not None and suffix in family.suffixes:
+            return family.read(str(path))
+    return read_checkpoint(path)
+
+
 def read_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], FileLayout]:
-    """Read a checkpoint file and classify it."""
-    raw = read_checkpoint(path)
+    """Read a checkpoint file (a torch checkpoint, or another format a family reads) and classify it."""
+    raw = _read_raw(path)
     state = strip_state(raw)
     layout = _recorded_layout(raw, str(path))
     if layout is not None:

@@ -1,8 +1,8 @@
 """STD and FCFRNet checkpoints: the Paddle port's weights and this project's files, one ``CheckpointFamily``.
 
 A Paddle state dict (spec fcfrnet.md §4, §7) is recognized by its keys in any container the core
-reads, and ``load_pdparams`` / ``load_paddle_model`` read ``.pdparams`` files themselves (through
-``paddle.PaddleUnpickler``). The kind and input mode come from the stem keys and shapes; the
+reads; ``.pdparams`` files are read through ``paddle.PaddleUnpickler`` (the family's reader, so
+``fuse.load_weights`` and ``fuse.weights.load_model`` take them too). The kind and input mode come from the stem keys and shapes; the
 options no tensor shows (wiring, energy window, depth range) take the released defaults.
 Loading is strict: every tensor on both sides is used, except PyTorch's BatchNorm batch counters,
 which a Paddle file cannot hold.
@@ -169,4 +169,4 @@ def load_paddle_model(path: str | os.PathLike, **overrides) -> tuple[nn.Module, 
 register_family(CheckpointFamily(
     "fcfrnet", (STD_KIND, FCFRNET_KIND), inspect_file, load_state, build_for,
     "an STD / FCFRNet state dict in the Paddle port's names (conv1_d or conv1_d_2 ... convtf) or this "
-    "project's STD / FCFRNet file"))
+    "project's STD / FCFRNet file", suffixes=(".pdparams",), read=read_pdparams))
