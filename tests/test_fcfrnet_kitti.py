@@ -234,6 +234,16 @@ def test_cli_gives_the_functions_numbers(tmp_path, capsys):
     assert lines[0] == "| Method | RMSE [mm] ↓ | MAE [mm] ↓ | iRMSE [1/km] ↓ | iMAE [1/km] ↓ |"
     assert lines[3] == "| FCFR-Net Paddle port (published) | 784.224 | 222.639 | 2.370 | 1.014 |"
     assert lines[4].startswith("| STD (Ma et al. 2019) (published) | 814.730 |")
+    png_dir = tmp_path / "gt_png"  # the KITTI ground-truth PNGs themselves, as the protocol's targets
+    png_dir.mkdir()
+    png_pairs = [(pred, png_dir / f"gt_{index}.png") for index, (pred, _) in enumerate(pairs)]
+    for (_, npy), (_, png) in zip(pairs, png_pairs):
+        write_depth(png, np.load(npy))
+    assert main(["eval", "--no-progress", "--protocol", "kitti_completion", "--dataset", "kitti",
+                 "--pred", str(pred_dir), "--target", str(png_dir), "--json", str(report)]) == 0
+    written = json.loads(report.read_text())
+    expected = evaluate_pairs(png_pairs, "kitti")
+    assert {key: written[key] for key in expected} == expected
 
 
 def test_protocol_and_published_rows_are_registered():

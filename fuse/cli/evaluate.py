@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.pred and args.target):
         raise UsageError("give --pred and --target folders, or --checkpoint and --split")
     _check_recorded_predictions(Path(args.pred), args)
-    pairs = pair_files(args.pred, args.target)[: args.limit]
+    pairs = pair_files(args.pred, args.target, protocol_named(args.protocol).target_suffixes)[: args.limit]
     metrics = evaluate_pairs(pairs, args.dataset, args.protocol, **_protocol_options(args))
     return _report(args, metrics)
 

@@ -313,24 +313,27 @@ def all_reduce_sums(sums: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return dict(zip(keys, flat.unbind(0)))
 
 
-def list_npy(folder: str | os.PathLike) -> list[Path]:
-    """The ``*.npy`` files of a folder in sorted name order (hidden files excluded, like glob)."""
+def list_npy(folder: str | os.PathLike, suffixes: tuple[str, ...] = (".npy",)) -> list[Path]:
+    """The files of a folder with one of ``suffixes`` in sorted name order (hidden files excluded, like glob)."""
     path = Path(folder)
     if not path.is_dir():
         raise EvalInputError(f"not a folder: {path}")
-    return [Path(p) for p in sorted(glob.glob(os.path.join(glob.escape(str(path)), "*.npy"))) if Path(p).is_file()]
+    found = [p for suffix in suffixes for p in glob.glob(os.path.join(glob.escape(str(path)), f"*{suffix}"))]
+    return [Path(p) for p in sorted(found) if Path(p).is_file()]
 
 
-def pair_files(pred_dir: str | os.PathLike, target_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
+def pair_files(pred_dir: str | os.PathLike, target_dir: str | os.PathLike,
+               target_suffixes: tuple[str, ...] = (".npy",)) -> list[tuple[Path, Path]]:
     """Pair predictions with targets by position in sorted name order, as the published script.
 
     Names need not match (predictions are usually named after images, targets after depth
     maps), but the counts must; otherwise the error lists where the sorted names part ways.
+    Targets are the files with one of ``target_suffixes`` (a protocol's ``target_suffixes``).
     """
-    preds, targets = list_npy(pred_dir), list_npy(target_dir)
-    for folder, files in ((pred_dir, preds), (target_dir, targets)):
+    preds, targets = list_npy(pred_dir), list_npy(target_dir, target_suffixes)
+    for folder, files, suffixes in ((pred_dir, preds, (".npy",)), (target_dir, targets, target_suffixes)):
         if not files:
-            raise EvalInputError(f"no .npy files in {folder}")
+            raise EvalInputError(f"no {' or '.join(suffixes)} files in {folder}")
     if len(preds) != len(targets):
         pred_stems, target_stems = {p.stem for p in preds}, {t.stem for t in targets}
         only_pred = [p.name for p in preds if p.stem not in target_stems][:5]

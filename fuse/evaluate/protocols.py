@@ -29,7 +29,7 @@ class Protocol:
     takes the keyword ``options`` named in ``options``; ``scores`` are the model outputs
     (``fuse.registry.OUTPUTS``) it accepts; ``columns`` maps a dataset to the columns its
     published table shows; ``settings(dataset, **options)`` says what a report records about
-    how it scored.
+    how it scored; ``target_suffixes`` are the ground-truth files it reads from a target folder.
     """
 
     name: str
@@ -39,6 +39,7 @@ class Protocol:
     evaluate: Callable[..., Metrics]
     options: tuple[str, ...] = ("progress",)
     settings: Callable[..., dict] = lambda dataset, **options: {}
+    target_suffixes: tuple[str, ...] = (".npy",)
 
     def __post_init__(self) -> None:
         unknown = [output for output in self.scores if output not in OUTPUTS]

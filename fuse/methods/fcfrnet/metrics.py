@@ -92,4 +92,4 @@ KITTI_COMPLETION = register_protocol(Protocol(
     "KITTI depth completion (spec fcfrnet.md §5): predictions clamped to [0.9, 85] m, ground truth > 0.1 m, "
     "RMSE/MAE in mm and iRMSE/iMAE in 1/km per image, averaged over images",
     ("metric_depth",), MappingProxyType(COLUMNS), evaluate_pairs, ("progress",),
-    lambda dataset, **_: {"min_target": MIN_TARGET, "clamp": list(CLAMP)}))
+    lambda dataset, **_: {"min_target": MIN_TARGET, "clamp": list(CLAMP)}, target_suffixes=(".npy", ".png")))
