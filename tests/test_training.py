@@ -5,6 +5,7 @@ import subprocess
 import sys
 from dataclasses import FrozenInstanceError, fields, is_dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import get_type_hints
 
 import pytest
@@ -196,3 +197,15 @@ def test_a_method_section_is_checked_and_typed_like_core_keys():
     finally:
         METHOD_SCHEMA.pop("toy_method", None)
         METHOD_SECTIONS.pop("toy_method", None)
+
+
+@pytest.mark.parametrize("overrides, factors", [
+    (["optim.schedule=step", "optim.step_epochs=2", "optim.step_gamma=0.5"], [1, 1, 1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5,
+                                                                              0.5, 0.25]),
+    (["optim.poly_power=1"], [1 - step / 12 for step in range(13)]),
+])
+def test_learning_rate_schedules(overrides, factors):
+    """Step decay (FCFR-Net's x0.1 every 10 epochs) counts epochs of 3 steps; poly spans all 12 steps."""
+    config = TrainConfig.from_dict(load_config(None, overrides))
+    trainer = SimpleNamespace(config=config, steps_per_epoch=3, total_steps=12)
+    assert [Trainer._lr_factor(trainer, step) for step in range(13)] == pytest.approx(factors)

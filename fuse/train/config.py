@@ -127,7 +127,11 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
         "boosted_lr_mult": _positive(10.0, "learning-rate factor of the non-encoder parameters"),
         "weight_decay": _at_least(0.01, 0.0, "AdamW weight decay"),
         "betas": Key([0.9, 0.999], "AdamW betas (two numbers)", low=0.0, high=1.0, open_high=True),
+        "schedule": Key("poly", "learning-rate schedule: poly ((1 - step / total) ** poly_power) or step (x step_gamma "
+                        "every step_epochs epochs)", choices=("poly", "step")),
         "poly_power": _at_least(0.9, 0.0, "power of the polynomial learning-rate decay"),
+        "step_epochs": _at_least(10, 1, "schedule step: epochs between two decays"),
+        "step_gamma": Key(0.1, "schedule step: factor of each decay", low=0.0, high=1.0, open_low=True),
         "epochs": _at_least(10, 1, "training epochs"),
         "batch_size": _at_least(24, 1, "batch size per process"),
         "max_steps": _at_least(None, 1, "stop after this many steps (smoke tests); the schedule still spans "
@@ -212,13 +216,16 @@ class InitSection(_Section):
 
 @dataclass(frozen=True)
 class OptimSection(_Section):
-    """``optim.*``: AdamW, the polynomial schedule and how long to train."""
+    """``optim.*``: AdamW, the learning-rate schedule and how long to train."""
 
     lr: float
     boosted_lr_mult: float
     weight_decay: float
     betas: tuple[float, float]
+    schedule: str
     poly_power: float
+    step_epochs: int
+    step_gamma: float
     epochs: int
     batch_size: int
     max_steps: int | None

@@ -233,9 +233,14 @@ class Trainer:
         if not groups:
             raise ConfigError(f"stage {self.stage.name} has no trainable parameters")
         optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
-        total, power = self.total_steps, optim.poly_power
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(0.0, 1 - it / total) ** power)
-        return optimizer, scheduler
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._lr_factor(step))
+
+    def _lr_factor(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` over the base: ``optim.schedule``."""
+        optim = self.config.optim
+        if optim.schedule == "step":
+            return optim.step_gamma ** (step // self.steps_per_epoch // optim.step_epochs)
+        return max(0.0, 1 - step / self.total_steps) ** optim.poly_power
 
     def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
         workers = self.config.data.workers
