@@ -15,7 +15,7 @@ Usage: [VAR=value ...] ./demo.sh
   TEST_FRAMES  depth frames of each test recording             (default 40)
   EPOCHS       epochs of every training stage                  (default: configs/demo/*.yaml)
   SEED         seed of the recordings and of training          (default 0)
-  AIMDEPTH     1: also train AIMDepth (tiny) on 5-bin voxels and add its row (about 6 more minutes on 2 CPUs)
+  AIMDEPTH     1: also train AIMDepth (tiny) on 5-bin voxels and add its row (about 5 more minutes on 2 CPUs)
   DEMO_REPRODUCIBLE  1: pin CPU kernels to AVX2 and 2 threads, so that every x86 machine with AVX2
                gives the same table (about 1.4x slower; default: the machine's own kernels)
 Relative paths are taken from the directory you run the script in.
