@@ -11,8 +11,9 @@ from fuse.methods.fcfrnet import kitti, metrics, published  # importing them reg
 from fuse.methods.fcfrnet import predict, stages  # importing them registers the command, the stages and section
 from fuse.methods.fcfrnet.model import FcfrNet, FcfrNetConfig, Std, StdConfig, build_fcfrnet, build_std
 from fuse.methods.fcfrnet.weights import load_paddle_model, load_pdparams
+from fuse.methods.fcfrnet import events  # importing it registers the command fcfrnet-from-events
 
 __all__ = [
     "FcfrNet", "FcfrNetConfig", "Std", "StdConfig", "build_fcfrnet", "build_std", "convert", "load_paddle_model",
-    "load_pdparams", "weights", "kitti", "metrics", "published", "predict", "stages",
+    "load_pdparams", "weights", "kitti", "metrics", "published", "predict", "stages", "events",
 ]
