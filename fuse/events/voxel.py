@@ -145,11 +145,18 @@ def _window_times(events: ArrayLike, starts: np.ndarray, stops: np.ndarray) -> t
 
 
 def _time_scaling(first: np.ndarray, last: np.ndarray, num_bins: int) -> np.ndarray:
-    """Factor mapping ``t - first`` onto ``[0, num_bins - 1]``; a zero span counts as 1 (upstream)."""
+    """Factor mapping ``t - first`` onto ``[0, num_bins - 1]``; a zero span counts as 1 (upstream).
+
+    A span so short (below 1e-307 s) that the factor would overflow is widened to the shortest
+    span with a finite factor, so that ``t - first = 0`` still maps to 0 and not to NaN."""
     span = last - first
     span[span == 0] = 1.0
+    shortest = (num_bins - 1) / np.finfo(np.float64).max
+    span = np.where((span > 0) & (span < shortest), shortest, span)
     return (num_bins - 1) / span
 
+
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 # Events per validation block of the numba kernel (128 KiB of float64 rows: still in L2 when the
 # scatter loop reads them again).
@@ -182,6 +189,8 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
         span = last - first
         if span == 0.0:
             span = 1.0
+        if 0.0 < span < (num_bins - 1) / _FLOAT64_MAX:  # as _time_scaling: a finite factor
+            span = (num_bins - 1) / _FLOAT64_MAX
         scale = (num_bins - 1) / span
         for block in range(begin, end, _CHECK_BLOCK):
             block_end = min(block + _CHECK_BLOCK, end)
@@ -212,12 +221,12 @@ def _accumulate_windows(events: np.ndarray, starts: np.ndarray, stops: np.ndarra
                 tn = (np.float64(events[i, 0]) - first) * scale
                 x = np.float64(events[i, 1])
                 y = np.float64(events[i, 2])
-                if not math.isfinite(tn):
+                if not math.isfinite(np.float64(events[i, 0])):
                     return 1
                 if not (x >= 0.0 and x < width and y >= 0.0 and y < height):
                     return 2
-                if tn < 0.0 or tn >= num_bins:
-                    continue  # only in windows not sorted by time
+                if not (tn >= 0.0 and tn < num_bins):
+                    continue  # only in windows not sorted by time (tn may overflow to inf there)
                 low = np.trunc(tn)  # a float: math.trunc would give an int64 that overflows for huge tn
                 pol = 2.0 * (events[i, 3] >= 0.5) - 1.0
                 upper = pol * (tn - low)
@@ -347,9 +356,9 @@ def _voxel_grids_numpy(
         a = tn[:k]
         np.subtract(blk[:, 0], first[0] if wb is None else first[wb], out=a, dtype=np.float64)
         np.multiply(a, scale[0] if wb is None else scale[wb], out=a)
-        lo, hi = a.min(), a.max()
-        if not (np.isfinite(lo) and np.isfinite(hi)):
+        if not np.isfinite(blk[:, 0]).all():
             raise ValueError("events contain non-finite timestamps")
+        lo, hi = a.min(), a.max()  # inf only for times far outside an unsorted window's first..last
         x, y = fx[:k], fy[:k]
         np.trunc(blk[:, 1], out=x, dtype=np.float64)
         np.trunc(blk[:, 2], out=y, dtype=np.float64)
@@ -367,7 +376,7 @@ def _voxel_grids_numpy(
         np.subtract(pol, w[:, 1], out=w[:, 0])
         if lo < 0 or hi >= num_bins:
             # Only for windows not sorted by time: drop events outside first..last.
-            bad = (a < 0) | (b >= num_bins)
+            bad = ~((a >= 0) & (b < num_bins))
             b[bad] = 0.0
             w[bad] = 0.0
 
@@ -431,7 +440,7 @@ def _voxel_grids_torch_ops(
 
     tn = (ev[:, 0].double() - first_t) * scale_t
     xs, ys = ev[:, 1], ev[:, 2]
-    if not bool(torch.isfinite(tn).all()):
+    if not bool(torch.isfinite(ev[:, 0]).all()):
         raise ValueError("events contain non-finite timestamps")
     if not bool((xs >= 0).all() & (ys >= 0).all() & (xs < width).all() & (ys < height).all()):
         raise ValueError(f"event coordinates outside the {width}x{height} sensor (or not finite)")
