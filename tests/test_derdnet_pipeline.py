@@ -54,15 +54,6 @@ def prepared(recording, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def one_thread():
-    """The 71k-parameter network runs faster on one thread than on two busy shared ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def settings(**values) -> list[str]:
     return sum((["--set", f"{key}={value}"] for key, value in values.items()), [])
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from fuse.cli import main
 from fuse.demo.room import write_room
@@ -31,14 +30,6 @@ WIDTH, HEIGHT = 96, 72
 CROP = (64, 96)  # the largest multiples of 16 in 72 x 96: 8 rows off the top
 PREPARE = ["--max-confidence", "20", "--planes", "32", "--no-progress", "--duration", "0.5", "--step", "0.1"]
 VAL_WINDOWS = 11  # the odd ones of 23
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,7 @@ from fuse.registry import model_kind
 HEIGHT, WIDTH = 16, 32  # small multiples of 16: every test runs in seconds
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Inputs this small gain nothing from threads, and on a shared machine the second thread's
-    waits cost 40x (measured: 3.2 s against 0.08 s per FCFRNet forward)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -18,7 +18,7 @@ from fuse.methods.fcfrnet.paddle import NAME_TABLE, paddle_state, read_pdparams,
 from fuse.weights import load_model
 from tests import test_fcfrnet_model as model_tests
 
-one_thread = model_tests.one_thread  # the autouse fixture: small inputs, one thread
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: small inputs, one thread
 
 
 def outputs(model: torch.nn.Module) -> torch.Tensor:

@@ -29,13 +29,7 @@ CROP, WINDOW = (48, 80), (32, 48)
 MARK = (40, 10)  # (row, column) of the marked pixel of frame 0 of the train split
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Inputs this small gain nothing from a second thread on a shared machine (tests/test_fcfrnet_model.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write_depth(path: Path, depth_m: np.ndarray) -> None:

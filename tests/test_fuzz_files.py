@@ -61,13 +61,7 @@ process_mvsec = _load_mvsec_script()
 # ----------------------------------------------------------------------------- shared inputs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The vitt models are tiny: one thread builds them about twice as fast on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
