@@ -19,10 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fuse.data.constants import dataset_info  # noqa: E402
-from fuse.data.layout import read_split_list  # noqa: E402
 from fuse.atomic import write_text_atomic  # noqa: E402
-from fuse.evaluate.metrics import MetricAccumulator, frame_metrics  # noqa: E402
+from fuse.evaluate.metrics import constant_baseline  # noqa: E402
 from fuse.evaluate.visualize import write_png_atomic  # noqa: E402
 
 ROWS = (("constant", "constant (train median)"), ("image", "image only (teacher + metric head)"),
@@ -31,21 +29,6 @@ OPTIONAL_ROWS = (("aimdepth", "AIMDepth tiny (image + events)"),)
 TESTS = (("day_test", "day test"), ("night_test", "night test (dark, noisy, blurred images)"))
 COLUMNS = (("δ1 ↑", "a1"), ("δ2 ↑", "a2"), ("δ3 ↑", "a3"), ("Abs.Rel ↓", "abs_rel"), ("RMSE ↓", "rmse"),
            ("RMSElog ↓", "rmse_log"))
-
-
-def split_depths(split: Path) -> list[np.ndarray]:
-    return [np.load(depth) for _, depth, _ in read_split_list(split)]
-
-
-def constant_baseline(train_split: Path, test_split: Path, dataset: str = "mvsec") -> tuple[float, dict]:
-    """Median valid training depth, predicted for every pixel of every test frame."""
-    info = dataset_info(dataset)
-    train = np.concatenate([d[np.isfinite(d) & (d > 0) & (d <= info.max_depth)] for d in split_depths(train_split)])
-    median = float(np.median(train))
-    accumulator = MetricAccumulator()
-    for target in split_depths(test_split):
-        accumulator.add(frame_metrics(np.full_like(target, median), target, info.min_depth, info.max_depth))
-    return median, accumulator.result()
 
 
 def rows_of(results: dict[str, dict[str, dict]]) -> list[tuple[str, str]]:

@@ -7,13 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from fuse.data.constants import dataset_info
-from fuse.data.layout import read_split_list
 from fuse.demo.synthetic import write_recording
-from fuse.evaluate.metrics import MetricAccumulator, frame_metrics
+from fuse.evaluate.metrics import constant_baseline
 from fuse.prep.mvsec import export_sequence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,17 +35,6 @@ def prepared(tmp_path_factory) -> Path:
     return processed
 
 
-def _constant_baseline(processed: Path, test: str) -> dict:
-    info = dataset_info("mvsec")
-    depths = [np.load(depth) for _, depth, _ in read_split_list(processed / "day_train.txt")]
-    median = float(np.median(np.concatenate([d[np.isfinite(d) & (d > 0) & (d <= info.max_depth)] for d in depths])))
-    accumulator = MetricAccumulator()
-    for _, depth, _ in read_split_list(processed / f"{test}.txt"):
-        target = np.load(depth)
-        accumulator.add(frame_metrics(np.full_like(target, median), target, info.min_depth, info.max_depth))
-    return accumulator.result()
-
-
 def test_tiny_aimdepth_learns_on_the_synthetic_recordings_and_beats_the_constant_baseline(prepared):
     run = prepared.parent / "run"
     trained = _fuse("aimdepth", "--config", str(ROOT / "configs/aimdepth/demo.yaml"),
@@ -60,7 +46,8 @@ def test_tiny_aimdepth_learns_on_the_synthetic_recordings_and_beats_the_constant
         scored = _fuse("eval", "--checkpoint", str(run / "model.pth"), "--split", str(prepared / f"{test}.txt"),
                        "--json", str(out), "--no-progress", cwd=prepared.parent)
         assert scored.returncode == 0, scored.stderr[-3000:]
-        ours, constant = json.loads(out.read_text()), _constant_baseline(prepared, test)
+        ours = json.loads(out.read_text())
+        _, constant = constant_baseline(prepared / "day_train.txt", prepared / f"{test}.txt")
         assert ours["abs_rel"] < constant["abs_rel"], (test, ours, constant)
         assert ours["a1"] > constant["a1"], (test, ours, constant)
 

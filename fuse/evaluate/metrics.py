@@ -33,7 +33,7 @@ import numpy as np
 
 from fuse.atomic import write_text_atomic
 from fuse.data.constants import dataset_info
-from fuse.data.layout import load_depth
+from fuse.data.layout import load_depth, read_split_list
 from fuse.errors import EvalInputError
 
 if TYPE_CHECKING:
@@ -311,6 +311,23 @@ def all_reduce_sums(sums: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     flat = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in keys])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     return dict(zip(keys, flat.unbind(0)))
+
+
+def constant_baseline(train_split: str | os.PathLike, test_split: str | os.PathLike,
+                      dataset: str = "mvsec") -> tuple[float, dict]:
+    """The constant baseline of the demo and tests: the median valid depth of a training split,
+    predicted for every pixel of every test frame; returns (median, metrics)."""
+    info = dataset_info(dataset)
+
+    def depths(split: str | os.PathLike) -> list[np.ndarray]:
+        return [np.load(depth) for _, depth, _ in read_split_list(Path(split))]
+
+    train = np.concatenate([d[np.isfinite(d) & (d > 0) & (d <= info.max_depth)] for d in depths(train_split)])
+    median = float(np.median(train))
+    accumulator = MetricAccumulator()
+    for target in depths(test_split):
+        accumulator.add(frame_metrics(np.full_like(target, median), target, info.min_depth, info.max_depth))
+    return median, accumulator.result()
 
 
 def list_npy(folder: str | os.PathLike, suffixes: tuple[str, ...] = (".npy",)) -> list[Path]:

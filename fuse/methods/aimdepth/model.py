@@ -139,8 +139,6 @@ class AIMDepthConfig:
         unknown = sorted(set(options) - names)
         if unknown:
             raise UsageError(f"AIMDepth takes the options {sorted(names)}, not {unknown}")
-        if isinstance(options.get("spectral"), dict):
-            options["spectral"] = SpectralSettings(**options["spectral"])
         return cls(size=size, **(SIZES[size] | options))
 
 

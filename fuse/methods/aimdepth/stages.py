@@ -12,6 +12,7 @@ Section ``aimdepth`` holds the model's options (``fuse.methods.aimdepth.model.AI
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -118,7 +119,7 @@ def compute_losses(trainer: Trainer, batch: dict) -> Losses:
     target = depth
     if settings.clip_targets:
         max_depth, alpha = depth_mapping(trainer)
-        target = depth.clamp(max_depth * float(torch.exp(torch.tensor(-alpha))), max_depth)
+        target = depth.clamp(max_depth * math.exp(-alpha), max_depth)
     absolute, squared = absolute_and_squared(prediction, target, valid, settings.squared_weight)
     return absolute + squared, {"abs": absolute, "squared": squared}, prediction
 
