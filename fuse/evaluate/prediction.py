@@ -156,6 +156,16 @@ def _load_model(request: PredictionRequest, device: torch.device) -> tuple[nn.Mo
     return model.to(device).eval(), layout
 
 
+def load_for_prediction(request: PredictionRequest) -> tuple[nn.Module, Settings]:
+    """The model of ``request.checkpoint`` in eval mode on the request's device, and its input size
+    and dataset as ``infer`` decides them (option, else what the checkpoint records, else the fallback)."""
+    _check_request(request)
+    model, layout = _load_model(request, resolve_device(request.device))
+    settings = _settings(request, layout)
+    _note_unrecorded_scale(request, layout, model.config, dataset_info(settings.dataset))
+    return model, settings
+
+
 def _note_unrecorded_scale(request: PredictionRequest, layout: FileLayout, config: ModelSettings, info: DatasetInfo) -> None:
     if (not layout.ours and config.head == "metric" and request.max_depth is None
             and config.max_depth != info.max_depth):
