@@ -24,7 +24,9 @@ and calls :func:`register_reader` at import; :func:`open_events` imports every m
 from __future__ import annotations
 
 import abc
+import importlib
 import os
+import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +106,8 @@ class ReaderFormat:
     ``sniff(path, head)`` says whether the file whose first :data:`SNIFF_BYTES` bytes are ``head``
     is of this format (the path is there for formats that need more, e.g. hdf5 keys); ``suffixes``
     (lower case, with the dot) are the fallback when no sniffer claims a file; ``open`` makes the
-    reader. ``requires`` names the optional package the reader needs, for the error message.
+    reader (and says, with an EventFileError, when an optional package it needs is missing).
+    ``requires`` names that package, for the list of formats an unknown file's message gives.
     """
 
     name: str
@@ -137,9 +140,6 @@ def _load_builtin_readers() -> None:
     if _loaded:
         return
     _loaded = True
-    import importlib
-    import pkgutil
-
     import fuse.events
 
     for module in pkgutil.iter_modules(fuse.events.__path__):
@@ -150,7 +150,8 @@ _loaded = False
 
 
 def _known_formats() -> str:
-    return ", ".join(f"{fmt.description} ({' '.join(fmt.suffixes)})" for fmt in _FORMATS.values())
+    return ", ".join(f"{fmt.description} ({' '.join(fmt.suffixes)}{', needs ' + fmt.requires if fmt.requires else ''})"
+                     for fmt in _FORMATS.values())
 
 
 def detect_format(path: str | os.PathLike) -> ReaderFormat:
@@ -177,8 +178,7 @@ def detect_format(path: str | os.PathLike) -> ReaderFormat:
 
 def open_events(path: str | os.PathLike) -> EventReader:
     """Open an event file of any registered format for reading by time window."""
-    fmt = detect_format(path)
-    return fmt.open(Path(path))
+    return detect_format(path).open(Path(path))
 
 
 def read_events(path: str | os.PathLike) -> np.ndarray:
