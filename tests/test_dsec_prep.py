@@ -45,7 +45,7 @@ process_dsec = load_script("process_dsec")
 
 
 def q_matrix(q33: float = 0.0) -> list[list[float]]:
-    """OpenCV's Q for f = 50 px, b = 0.5 m, principal point (16, 12); Q[3][3] = (cx - cx') / b."""
+    """OpenCV's Q for f = 50 px, b = 0.5 m, principal point (16, 12); Q[3][3] = -(cx - cx') / b."""
     return [[1.0, 0.0, 0.0, -16.0], [0.0, 1.0, 0.0, -12.0], [0.0, 0.0, 0.0, F], [0.0, 0.0, 1.0 / BASELINE, q33]]
 
 
@@ -153,7 +153,7 @@ def test_disparity_to_depth_matches_hand_computed_values(tmp_path: Path):
     assert depth.dtype == np.float32
     np.testing.assert_allclose(depth[0], [1.0, 10.0], rtol=1e-7)
     assert depth[1, 0] == pytest.approx(6.4, rel=1e-7) and np.isnan(depth[1, 1])
-    # Q[3][3] = 0.5 (principal points 0.25 px apart): Z = 50 / (2 d + 0.5) -> 50 / 50.5 at d = 25.
+    # Q[3][3] = 0.5 (cx' - cx = 0.25 px): Z = 50 / (2 d + 0.5) -> 50 / 50.5 at d = 25.
     assert disparity_to_depth(np.array([[25.0]]), q_matrix(0.5))[0, 0] == pytest.approx(50 / 50.5, rel=1e-7)
     # A Q that gives negative depth is refused, naming the file and the entry.
     data = yaml.safe_load((tmp_path / "cam_to_cam.yaml").read_text())

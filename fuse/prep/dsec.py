@@ -23,8 +23,8 @@ What a sample is, for every disparity map (the MVSEC preparation's convention, `
   ``disparity_to_depth.cams_03`` matrix Q: ``Z = (Q[2] . [x, y, d, 1]) / (Q[3] . [x, y, d, 1])``. DSEC's
   README defines Q as the matrix for OpenCV's ``reprojectImageTo3D``, so this is the conversion the
   data set documents; with OpenCV's rectification Q = [[1, 0, 0, -cx], [0, 1, 0, -cy], [0, 0, 0, f],
-  [0, 0, 1/b, (cx - cx')/b]] and it is ``f * b / d`` when both rectified principal points agree
-  (``Q[3][3] = 0``). Non-positive or non-finite depths are NaN. Written unclipped, in metres.
+  [0, 0, 1/b, -(cx - cx')/b]], i.e. ``Z = f * b / (d - (cx - cx'))``, which is ``f * b / d`` when both
+  rectified principal points agree (``Q[3][3] = 0``). Non-positive or non-finite depths are NaN. Written unclipped, in metres.
 * **events**: the left camera's events with ``t_depth - window <= t <= t_depth`` (``--window-ms``,
   default 50, both ends inclusive as for MVSEC), rectified through ``rectify_map`` to sub-pixel
   positions (events landing outside the rectified image are dropped), voxelized like every other
