@@ -313,3 +313,14 @@ def test_missing_calibration_is_one_message_naming_the_file(dsec_root, tmp_path:
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "process_dsec.py"), "--root", str(root),
                              "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "cam_to_cam.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_disparity_png_stops_the_run_and_removes_its_files(dsec_root, tmp_path: Path, capsys):
+    root, _ = dsec_root
+    bad = root / "zurich_city_04_a" / "disparity" / "event" / "000004.png"
+    cv2.imwrite(str(bad), np.zeros((H0, W0), np.uint8))  # 8-bit: not DSEC's disparity encoding
+    out = tmp_path / "processed"
+    assert process_dsec.main(["--root", str(root), "--out", str(out)]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("error: ") and str(bad) in message and "16-bit" in message
+    assert not any(path.is_file() for path in out.rglob("*"))  # 000002, written before, was removed again

@@ -56,8 +56,9 @@ def is_dsec_events(path: Path, head: bytes = b"") -> bool:
         return False
     try:
         with h5py.File(path, "r") as handle:
-            return "events" in handle and "t" in handle["events"] and MS_TO_IDX_KEY in handle
-    except (OSError, KeyError, ValueError):
+            group = handle.get("events")
+            return isinstance(group, h5py.Group) and "t" in group and MS_TO_IDX_KEY in handle
+    except (OSError, KeyError, ValueError, TypeError):
         return False
 
 

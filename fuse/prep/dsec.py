@@ -66,7 +66,7 @@ from fuse.atomic import check_writable, remove_stale_temps
 from fuse.cli.ranges import positive_float, positive_int
 from fuse.data.layout import (FOLDERS, load_image, sample_line, sample_stem, save_split_list, split_list_path,
                               split_list_text)
-from fuse.errors import FuseError, PrepError
+from fuse.errors import PrepError, RecordingError, WriteError
 from fuse.events.dsec import DsecEvents, read_rectify_map
 from fuse.prep.common import Rollback, add_common_arguments, run_script, sample_is_done, write_sample
 from fuse.prep.mvsec import ExportSummary
@@ -379,7 +379,7 @@ def export_sequence(sequence: DsecSequence, out: str | os.PathLike, *, num_bins:
                     max_image_offset_ms: float = 10.0, save_events: bool = False, overwrite: bool = False,
                     progress: bool | None = None) -> tuple[ExportSummary, list[str]]:
     """Write every kept frame of ``sequence`` under ``out/<name>``; returns the summary and the split-list
-    lines. A FuseError removes what this call created, then propagates."""
+    lines. Bad input (PrepError, RecordingError) removes what this call created, then propagates."""
     out = Path(out)
     seq_dir = out / sequence.name
     window_us = int(round(window_ms * 1000))
@@ -439,7 +439,7 @@ def export_sequence(sequence: DsecSequence, out: str | os.PathLike, *, num_bins:
             if overwrite or not _has_content(list_path, split_list_text(lines).encode()):
                 rollback.note(list_path)
                 save_split_list(list_path, lines)
-        except FuseError:
+        except (PrepError, RecordingError):  # bad input: undo; a refused write keeps what is finished
             rollback.undo()
             raise
     return summary, lines
@@ -511,9 +511,12 @@ def run(args: argparse.Namespace) -> int:
           f"{estimate / 1e9:.1f} GB of prepared samples in {args.out}", file=sys.stderr)
     all_lines = []
     for sequence in sequences:
-        summary, lines = export_sequence(sequence, args.out, num_bins=args.numbins, window_ms=args.window_ms,
-                                         max_image_offset_ms=args.max_image_offset_ms, save_events=args.save_events,
-                                         overwrite=args.overwrite)
+        try:
+            summary, lines = export_sequence(sequence, args.out, num_bins=args.numbins, window_ms=args.window_ms,
+                                             max_image_offset_ms=args.max_image_offset_ms,
+                                             save_events=args.save_events, overwrite=args.overwrite)
+        except WriteError as err:
+            raise WriteError(err.errno, f"{err} (finished files are kept; rerun to continue)", err.filename) from None
         print(summary)
         all_lines.extend(lines)
     if args.list:
