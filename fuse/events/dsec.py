@@ -47,6 +47,7 @@ MS_TO_IDX_KEY = "ms_to_idx"
 T_OFFSET_KEY = "t_offset"
 RECTIFY_KEY = "rectify_map"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_CHUNK_CACHE_BYTES = 64 << 20
 _INSTALL = "install the optional package hdf5plugin (pip install hdf5plugin) and rerun"
 
 
@@ -154,7 +155,9 @@ class DsecEvents(EventReader):
         if not self.path.is_file():
             raise EventFileError(f"{self.path}: DSEC events file not found")
         try:
-            self._file = h5py.File(self.path, "r")
+            # A chunk cache that holds a few compressed chunks of every column: consecutive windows and
+            # the millisecond reads that bound them fall in the same chunks.
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
         except OSError as err:
             raise EventFileError(f"{self.path}: cannot open as hdf5 (truncated or corrupt file?): {err}") from None
         columns = {}
