@@ -64,19 +64,20 @@ def test_clean_scores_equal_each_methods_eval_and_the_folder_is_complete(workspa
                      "--pred", str(tmp_path / f"eval_{kind}"), "--json", str(report), "--dataset", "mvsec",
                      "--no-progress"]) == 0
         own = json.loads(report.read_text())
-        ours = results["methods"][kind]["scores"]["day"]["clean"]
+        ours = results["methods"][kind]["scores"]["day"]["clean"]["e2depth"]
         assert ours["frames"] == own["frames"] == 5
         for key in ("abs_rel", "rmse", "a1", "rmse_log"):
             assert ours[key] == pytest.approx(own[key], rel=1e-6), (kind, key)
-        scores = results["methods"][kind]["scores"]["day"]
-        assert scores["image:gaussian_noise@5"]["abs_rel"] != ours["abs_rel"] or kind == "event_student"
+        noisy = results["methods"][kind]["scores"]["day"]["image:gaussian_noise@5"]["e2depth"]
+        assert noisy["abs_rel"] != ours["abs_rel"] or kind == "event_student"
         if kind == "event_student":  # the images it does not see are the only thing degraded
-            assert scores["image:gaussian_noise@5"] == ours
+            assert noisy == ours
         costs = results["methods"][kind]
         assert costs["parameters"] == sum(p.numel() for p in tiny(kind, 0).parameters())
         assert costs["gflops"] > 0 and costs["images_per_s"] > 0 and costs["input_size"] == SIZE
     report = (out / "results.md").read_text()
     assert "## day (5 frames)" in report and "image:gaussian_noise, day: Abs.Rel" in report
+    assert "common pixels" not in report.split("Costs:")[0]  # every map is dense
     assert "| fuse |" in report and "GFLOPs" in report
     panel = cv2.imread(str(out / "panels" / "day" / "clean" / "000000.png"))
     assert panel is not None and panel.shape[1] == (2 + len(KINDS) + 1) * 56  # image | events | 3 methods | GT
@@ -94,9 +95,8 @@ def test_event_conditions_on_a_raw_recording_are_seeded_and_reach_the_event_netw
     out = tmp_path / "out"
     assert main(["compare", str(spec), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())["methods"]
-    clean = {kind: results[kind]["scores"]["rec"]["clean"] for kind in KINDS}
-    dropped = {kind: results[kind]["scores"]["rec"]["events:dropout@4"] for kind in KINDS}
-    occluded = {kind: results[kind]["scores"]["rec"]["image:occlusion@5"] for kind in KINDS}
+    clean, dropped, occluded = ({kind: results[kind]["scores"]["rec"][label]["e2depth"] for kind in KINDS}
+                                for label in ("clean", "events:dropout@4", "image:occlusion@5"))
     assert dropped["depth_anything_v2"] == clean["depth_anything_v2"]  # it sees no events
     assert occluded["event_student"] == clean["event_student"]  # it sees no image
     assert dropped["event_student"] != clean["event_student"] and occluded["depth_anything_v2"] != clean[
@@ -118,6 +118,7 @@ def test_event_conditions_on_a_raw_recording_are_seeded_and_reach_the_event_netw
     (lambda s: s.update(conditions=["events:dropout@2"]), "give it as recording"),
     (lambda s: s.update(conditions=["events:snow@2"]), "unknown events condition 'snow'"),
     (lambda s: s.update(sequences=[{"name": "day"}]), "exactly one of split"),
+    (lambda s: s.update(methods=[{"name": "x", "predictions": {"elsewhere": "."}}]), "not a sequence"),
     (lambda s: s.update(methods=[{"name": "x", "checkpoint": "missing.pth"}]), "missing.pth"),
     (lambda s: s.update(colour=1), "unknown keys ['colour']"),
 ])
@@ -153,3 +154,44 @@ def test_a_bare_condition_name_sweeps_the_severities(tmp_path):
                                     "conditions": ["events:hot_pixels", "events:hot_pixels@3", "clean"],
                                     "severities": [1, 3]}))
     assert [c.label for c in read_spec(path).conditions] == ["events:hot_pixels@1", "events:hot_pixels@3"]
+
+
+def test_prediction_folders_are_scored_on_their_own_and_on_the_common_pixels(workspace, tmp_path):
+    """A sparse method given as folders (as DERD-Net's derdnet-infer writes them) beside a dense one:
+    each protocol on each method's own pixels, then on the pixels both predict."""
+    rng = np.random.default_rng(0)
+    targets, sparse, dense = (tmp_path / name for name in ("gt", "sparse", "dense"))
+    for k in range(4):
+        gt = rng.uniform(2.0, 20.0, (12, 16)).astype(np.float32)
+        gt[rng.random(gt.shape) < 0.2] = np.nan
+        points = np.where(rng.random(gt.shape) < 0.3, gt * rng.uniform(0.9, 1.1, gt.shape), np.nan)
+        for folder, array in ((targets, gt), (sparse, points), (dense, gt * 1.2)):
+            folder.mkdir(exist_ok=True)
+            np.save(folder / f"{k:06d}.npy", array.astype(np.float32))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({
+        "protocol": ["e2depth", "derdnet_points"], "sequences": [{"name": "room", "targets": str(targets)}],
+        "methods": [{"name": "points", "predictions": {"room": str(sparse)}},
+                    {"name": "dense", "predictions": {"room": str(dense)}}]}))
+    out = tmp_path / "out"
+    assert main(["compare", str(path), "--out", str(out), "--no-progress"]) == 0
+    scores = json.loads((out / "results.json").read_text())["methods"]
+    from fuse.evaluate.protocols import evaluate_pairs
+    pairs = lambda folder, truth: [(folder / f"{k:06d}.npy", truth / f"{k:06d}.npy") for k in range(4)]  # noqa: E731
+    own = scores["points"]["scores"]["room"]["clean"]
+    assert own["derdnet_points"]["mae_cm"] == pytest.approx(
+        evaluate_pairs(pairs(sparse, targets), "mvsec", "derdnet_points")["mae_cm"])
+    assert own["e2depth"]["abs_rel"] == pytest.approx(evaluate_pairs(pairs(sparse, targets), "mvsec")["abs_rel"])
+    common = out / "targets_common" / "room" / "clean"
+    for k in range(4):  # the GT kept where the sparse method has a point
+        expected = np.load(targets / f"{k:06d}.npy")
+        expected[~np.isfinite(np.load(sparse / f"{k:06d}.npy"))] = np.nan
+        np.testing.assert_array_equal(np.load(common / f"{k:06d}.npy"), expected)
+    dense_common = scores["dense"]["scores"]["room"]["clean"]["derdnet_points (common pixels)"]
+    assert dense_common["mae_cm"] == pytest.approx(evaluate_pairs(pairs(dense, common), "mvsec", "derdnet_points")[
+        "mae_cm"])
+    assert dense_common["scored"] == own["derdnet_points"]["scored"] < scores["dense"]["scores"]["room"]["clean"][
+        "derdnet_points"]["scored"]
+    report = (out / "results.md").read_text()
+    assert "**derdnet_points (common pixels)**" in report and "**e2depth**" in report
+    assert cv2.imread(str(out / "panels" / "room" / "clean" / "000000.png")).shape[1] == 3 * 16  # 2 methods + GT
