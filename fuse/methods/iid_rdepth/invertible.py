@@ -11,7 +11,7 @@ two channel halves ``(a, b)`` of a map:
     a' = a + G2(b')
 
 Each sub-network is ``c tanh(gamma) tanh(net(x))`` with ``net`` made of convolutions whose
-operator norm is at most 1 (``SpectralBound``) and 1-Lipschitz activations, so its Lipschitz
+operator norm is at most 1 (``spectral_bounded``) and 1-Lipschitz activations, so its Lipschitz
 constant is at most ``c`` and every output element lies in ``[-c, c]``. ``gamma`` starts at 0: a
 fresh stack is exactly the identity, so training starts from the frozen baseline.
 
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from fuse.errors import UsageError
 
@@ -59,26 +58,27 @@ class CouplingSettings:
             raise UsageError(f"coupling hidden width must be >= 1, got {self.hidden}")
 
 
-class SpectralBound(nn.Module):
-    """Parametrization dividing a convolution weight by an upper bound of its operator norm.
+def spectral_bounded(weight: torch.Tensor) -> torch.Tensor:
+    """A convolution weight divided by an upper bound of its operator norm (spectral normalization).
 
     The exact largest singular value of the (out, in * kh * kw) matrix is computed every call (the
     matrices here are small), times ``sqrt(kh * kw)``: every input element enters ``kh * kw``
     patches, so ``|conv x| <= sqrt(kh kw) |W| |x|``. Exact, unlike power iteration, which
     underestimates the norm and can let the bound slip.
     """
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        kernel = weight.shape[-1] * weight.shape[-2]
-        norm = torch.linalg.matrix_norm(weight.flatten(1), ord=2)
-        return weight / (norm * math.sqrt(kernel))
+    kernel = weight.shape[-1] * weight.shape[-2]
+    return weight / (torch.linalg.matrix_norm(weight.flatten(1), ord=2) * math.sqrt(kernel))
 
 
-def _bounded_conv(in_channels: int, out_channels: int, kernel: int, bounded: bool) -> nn.Conv2d:
-    conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)
-    if bounded:
-        parametrize.register_parametrization(conv, "weight", SpectralBound())
-    return conv
+class BoundedConv2d(nn.Conv2d):
+    """A same-padded convolution whose operator norm is at most 1 (``bounded``) or unconstrained."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, bounded: bool) -> None:
+        super().__init__(in_channels, out_channels, kernel, padding=kernel // 2)
+        self.bounded = bounded
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, spectral_bounded(self.weight) if self.bounded else self.weight, self.bias)
 
 
 class LipschitzNet(nn.Module):
@@ -87,8 +87,8 @@ class LipschitzNet(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, bound: float, bounded: bool) -> None:
         super().__init__()
-        self.conv1 = _bounded_conv(in_channels, hidden, 3, bounded)
-        self.conv2 = _bounded_conv(hidden, out_channels, 1, bounded)
+        self.conv1 = BoundedConv2d(in_channels, hidden, 3, bounded)
+        self.conv2 = BoundedConv2d(hidden, out_channels, 1, bounded)
         self.bound = bound
         self.gain = nn.Parameter(torch.zeros(()))
 
