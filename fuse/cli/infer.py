@@ -1,4 +1,4 @@
-"""``python -m fuse infer``: depth maps, colored depth and panels for a split list or a raw recording.
+"""``python -m fuse infer``: depth maps, colored depth and panels for a split list, a raw recording or an event file.
 
 The command line of ``fuse.evaluate.prediction.predict_to_folder`` (outputs, ``provenance.json``,
 restarts and defaults from the checkpoint are described there). Bad input (checkpoint, split
@@ -12,7 +12,8 @@ from pathlib import Path
 
 from fuse.cli.ranges import positive_float, positive_int
 from fuse.data.constants import DATASETS
-from fuse.evaluate.inference import PRECISIONS
+from fuse.errors import UsageError
+from fuse.evaluate.inference import PRECISIONS, EventWindows
 from fuse.evaluate.prediction import FALLBACK_SIZE, MIN_SIZE, PredictionRequest, predict_to_folder
 from fuse.layers.dpt import HEAD_KINDS
 
@@ -23,6 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--split", help="processed split list (<image.png> <depth.npy> <voxel.npy> per line)")
     source.add_argument("--recording", help="raw MVSEC-format recording DIR/NAME (NAME_data.hdf5 + NAME_gt.hdf5)")
+    source.add_argument("--events", help="event file of a real camera (AEDAT 4, Prophesee RAW EVT 2/3 or DAT, DSEC "
+                                         "events.h5, .npy, text); docs/event_files.md")
+    window = parser.add_mutually_exclusive_group()
+    window.add_argument("--window-ms", type=positive_float, default=None,
+                        help="with --events: frames of this many milliseconds of events (default 50)")
+    window.add_argument("--window-events", type=positive_int, default=None,
+                        help="with --events: frames of this many events instead of fixed durations")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default=None,
                         help="fixes the depth color scale (default: the checkpoint's training dataset; "
                              "mvsec for --recording)")
@@ -54,10 +62,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def request_from(args: argparse.Namespace) -> PredictionRequest:
     """The engine's request from the command line."""
     return PredictionRequest(
-        checkpoint=args.checkpoint, split=args.split, recording=args.recording, out=args.out, out_root=args.out_root,
+        checkpoint=args.checkpoint, split=args.split, recording=args.recording, events=event_windows(args),
+        out=args.out, out_root=args.out_root,
         dataset=args.dataset, size=args.size, precision=args.precision, device=args.device,
         batch_size=args.batch_size, limit=args.limit, head=args.head, max_depth=args.max_depth,
         overwrite=args.overwrite, mp4=args.mp4, fps=args.fps, progress=not args.no_progress)
+
+
+def event_windows(args: argparse.Namespace) -> EventWindows | None:
+    """How ``--events`` is cut into frames; the window options without ``--events`` are refused."""
+    if args.events is None:
+        if args.window_ms is not None or args.window_events is not None:
+            raise UsageError("--window-ms and --window-events cut an --events file into frames; give --events FILE")
+        return None
+    return EventWindows(args.events, args.window_ms or 50.0, args.window_events)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,11 @@ finished frame without reading its files:
 * :class:`RecordingSource`: a raw MVSEC-format ``<name>_data.hdf5`` / ``<name>_gt.hdf5`` pair,
   streamed with ``fuse.events.MvsecRecording``; each 50 ms window is voxelized on the fly.
 
-Both are :class:`FrameSource` s.
+* :class:`EventFileSource`: an event file of a real camera (``fuse.events.open_events``: AEDAT 4,
+  Prophesee RAW / DAT, DSEC, npy, text), cut into windows of a fixed duration or event count;
+  images come from the file's frames, where it holds them.
+
+All are :class:`FrameSource` s; :func:`open_frame_source` makes the one a request names.
 """
 from __future__ import annotations
 
@@ -38,8 +42,10 @@ from fuse.errors import DataFormatError, UsageError
 from fuse.registry import model_kind
 from fuse.data.layout import check_files_exist, load_sample, read_split_list, sample_stem
 from fuse.data.transforms import lower_bound_size, normalize_image, resize_image, resize_voxel
-from fuse.events import MvsecRecording, normalize_voxel, voxel_grid
+from fuse.events import EventFileError, EventReader, MvsecRecording, normalize_voxel, open_events, voxel_grid
 from fuse.events.mvsec import recording_paths
+from fuse.events.readers import as_columns
+from fuse.provenance import file_identity
 
 
 @dataclass(frozen=True)
@@ -290,3 +296,145 @@ class RecordingSource(FrameSource):
 
     def close(self) -> None:
         self.recording.close()
+
+
+@dataclass(frozen=True)
+class EventWindows:
+    """An event file and how it is cut into frames: windows of ``window_ms`` milliseconds, or of
+    ``window_events`` consecutive events when that is given."""
+
+    path: str
+    window_ms: float = 50.0
+    window_events: int | None = None
+
+    def identity(self) -> dict:
+        """What of the file and the cut determines the frames (for ``provenance.json``)."""
+        return {"events": file_identity(self.path, content=False), "window_ms": self.window_ms,
+                "window_events": self.window_events}
+
+
+# Events are scanned in slices of this many microseconds when planning the windows (bounded memory).
+_SCAN_US = 100_000
+
+
+class EventFileSource(FrameSource):
+    """Frames of an event file: one per non-empty window, named by the window's index.
+
+    The windows are planned in one pass over the file (read in 100 ms slices, never whole):
+    time windows ``[t0 + k w, t0 + (k + 1) w)`` from the first event ``t0``, or windows starting
+    at every ``window_events``-th event (events sharing the boundary's microsecond go to the
+    later window). The image of a window is the file's frame nearest to the window's end (where
+    the model takes images, the file must hold frames); otherwise the panel's image tile is black.
+    There is no ground truth.
+    """
+
+    def __init__(self, windows: EventWindows, num_bins: int, needs_image: bool, kind: str = "") -> None:
+        self.windows = windows
+        self.num_bins = num_bins
+        self.reader: EventReader = open_events(windows.path)
+        try:
+            self._plan(needs_image, kind)
+        except BaseException:
+            self.reader.close()
+            raise
+
+    def _plan(self, needs_image: bool, kind: str) -> None:
+        frames = self.reader.frames()
+        if needs_image and frames is None:
+            raise UsageError(f"{self.windows.path} holds no frames, but a {kind} model needs images: use an event-only "
+                             "model (e.g. event_student) or a file with frames (AEDAT 4 of a DAVIS camera)")
+        self.frame_times = np.array([t for t, _ in frames] if frames is not None else [], np.int64)
+        self._frames = _FrameCursor(self.reader)
+        first, last = self.reader.time_range()
+        if self.windows.window_events is None:
+            bounds, empty = self._time_windows(first, last, max(1, round(self.windows.window_ms * 1000)))
+        else:
+            bounds, empty = self._count_windows(first, last, self.windows.window_events), 0
+        self.bounds = bounds
+        self.skipped = Counter({f"{empty} empty windows": empty} if empty else {})
+        self.stems = [f"{k:06d}" for k, _, _ in bounds]
+
+    def _slices(self, first: int, last: int, step: int) -> Iterator[np.ndarray]:
+        """The time stamps of all events, ``step`` us at a time."""
+        for start in range(first, last + 1, step):
+            yield self.reader.window(start, start + step)["t"]
+
+    def _time_windows(self, first: int, last: int, width: int) -> tuple[list[tuple[int, int, int]], int]:
+        """``(index, start, end)`` of the non-empty windows of ``width`` us, and the number of empty ones."""
+        total = (last - first) // width + 1
+        counts = np.zeros(total, np.int64)
+        for times in self._slices(first, last, width * max(1, _SCAN_US // width)):
+            counts += np.bincount((times - first) // width, minlength=total)
+        kept = np.flatnonzero(counts)
+        return [(int(k), first + int(k) * width, first + (int(k) + 1) * width) for k in kept], total - len(kept)
+
+    def _count_windows(self, first: int, last: int, size: int) -> list[tuple[int, int, int]]:
+        """``(index, start, end)`` of windows starting at every ``size``-th event."""
+        starts, seen = [], 0
+        for times in self._slices(first, last, _SCAN_US):
+            starts.append(times[(-seen) % size::size])
+            seen += len(times)
+        edges = np.unique(np.concatenate(starts))
+        edges = np.append(edges, last + 1)
+        return [(k, int(a), int(b)) for k, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+
+    @property
+    def description(self) -> str:
+        cut = (f"{self.windows.window_events} events" if self.windows.window_events is not None
+               else f"{self.windows.window_ms:g} ms")
+        return f"{self.windows.path} ({cut} windows)"
+
+    def _load(self, index: int) -> Frame:
+        _, start, end = self.bounds[index]
+        height, width = self.reader.sensor_size
+        voxel = voxel_grid(as_columns(self.reader.window(start, end)), self.num_bins, height, width)
+        if len(self.frame_times):
+            image = self._frames.get(int(_nearest_frame(self.frame_times, end - 1)))
+            if image.shape[:2] != (height, width):
+                raise EventFileError(f"{self.windows.path}: frames of {image.shape[1]}x{image.shape[0]} pixels but a "
+                                     f"{width}x{height} event sensor: frames and events must share the sensor")
+            image = np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image
+        else:
+            image = np.zeros((height, width, 3), np.uint8)
+        return Frame(self.stems[index], image, voxel, None)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def _nearest_frame(times: np.ndarray, t: int) -> int:
+    """Index of the frame time nearest to ``t`` (the earlier one on a tie)."""
+    if len(times) < 2:
+        return 0
+    right = int(np.clip(np.searchsorted(times, t), 1, len(times) - 1))
+    return right if abs(int(times[right]) - t) < abs(int(times[right - 1]) - t) else right - 1
+
+
+class _FrameCursor:
+    """The file's frames by index, read in order: frames are asked for in time order, and readers
+    such as AEDAT 4's decode them in file order only, so the generator goes on from the last one
+    (and starts over for an earlier frame)."""
+
+    def __init__(self, reader: EventReader) -> None:
+        self._reader = reader
+        self._frames: Iterator[tuple[int, np.ndarray]] | None = None
+        self._index = -1
+        self._image: np.ndarray | None = None
+
+    def get(self, index: int) -> np.ndarray:
+        if self._frames is None or index < self._index:
+            self._frames, self._index = self._reader.frames(), -1
+        while self._index < index:
+            _, self._image = next(self._frames)
+            self._index += 1
+        return self._image
+
+
+def open_frame_source(split: str | None, recording: str | None, events: EventWindows | None, kind: str,
+                      num_bins: int) -> FrameSource:
+    """The source a request names (exactly one of split list, MVSEC recording, event file)."""
+    if split is not None:
+        return SplitSource(split, num_bins)
+    if recording is not None:
+        return RecordingSource(recording, num_bins)
+    return EventFileSource(events, num_bins, "image" in model_kind(kind).inputs, kind)

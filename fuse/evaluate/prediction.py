@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from fuse.atomic import check_writable, remove_stale_temps, save_npy_atomic
 from fuse.data.constants import DatasetInfo, dataset_info
-from fuse.evaluate.inference import Frame, FrameRef, RecordingSource, SplitSource, predict
+from fuse.evaluate.inference import EventWindows, Frame, FrameRef, FrameSource, open_frame_source, predict
 from fuse.events.mvsec import recording_paths
 from fuse.evaluate.visualize import (
     Mp4Writer,
@@ -61,6 +61,7 @@ class PredictionRequest:
     checkpoint: str
     split: str | None = None
     recording: str | None = None
+    events: EventWindows | None = None
     out: str | None = None
     out_root: str = str(Path("outputs") / "infer")
     dataset: str | None = None
@@ -176,6 +177,7 @@ def _note_unrecorded_scale(request: PredictionRequest, layout: FileLayout, confi
 def identity(request: PredictionRequest, config: ModelSettings, settings: Settings) -> dict:
     """What determines the files of a run: checkpoint content, model, input settings, data source."""
     source = (file_identity(request.split) if request.split is not None
+              else request.events.identity() if request.events is not None
               else {name: file_identity(path, content=False) for name, path in
                     zip(("data", "gt"), recording_paths(request.recording))})
     return {"checkpoint_sha256": file_sha256(request.checkpoint), "model": config.to_dict(),
@@ -185,7 +187,8 @@ def identity(request: PredictionRequest, config: ModelSettings, settings: Settin
 
 def default_out(request: PredictionRequest, made_by: dict) -> Path:
     """``<out-root>/<checkpoint>-<source>-<hash>``: one folder per identity, so runs never collide."""
-    source = Path(request.split if request.split is not None else request.recording).stem
+    source = Path(request.split if request.split is not None else request.recording if request.recording is not None
+                  else request.events.path).stem
     return Path(request.out_root) / f"{Path(request.checkpoint).stem}-{source}-{identity_key(made_by)}"
 
 
@@ -269,8 +272,8 @@ def predict_to_folder(request: PredictionRequest) -> InferResult:
     metric = model.config.head == "metric"
     started = time.perf_counter()
     with ExitStack() as stack:
-        source = stack.enter_context(SplitSource(request.split, model.config.event_bins) if request.split is not None
-                                     else RecordingSource(request.recording, model.config.event_bins))
+        source = stack.enter_context(open_frame_source(request.split, request.recording, request.events,
+                                                       model.config.kind, model.config.event_bins))
         made_by = identity(request, model.config, settings)
         out = Path(request.out) if request.out is not None else default_out(request, made_by)
         folder = OutputFolder(out, "infer", made_by, OUTPUT_PATTERNS, overwrite=request.overwrite)
@@ -299,7 +302,7 @@ def predict_to_folder(request: PredictionRequest) -> InferResult:
     return InferResult(out, [ref.stem for ref in refs], model.config, settings.dataset, summary)
 
 
-def _summary(request: PredictionRequest, source: SplitSource | RecordingSource, out: Path, frames: int, predicted: int,
+def _summary(request: PredictionRequest, source: FrameSource, out: Path, frames: int, predicted: int,
              config: ModelSettings, settings: Settings, seconds: float) -> str:
     """The final line: what was read, what was written and what the depth files hold."""
     content = (f"metric depth in metres (max {config.max_depth:g} m)" if config.head == "metric"

@@ -59,6 +59,9 @@ class ColumnsReader(EventReader):
         if not len(self):
             raise EventFileError(f"{self.path}: the file holds no events")
         first, last = self._us(np.asarray(self._t[[0, -1]]))
+        if first > last:
+            raise EventFileError(f"{self.path}: time stamps are not sorted (the last is earlier than the first); "
+                                 "sort the file by time")
         return int(first), int(last)
 
     def window(self, t_start_us: int, t_end_us: int) -> np.ndarray:

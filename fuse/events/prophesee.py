@@ -4,7 +4,8 @@ Both start with text header lines beginning with ``%``. A RAW header names its e
 (``% evt 3.0``, or ``% format EVT3;height=720;width=1280`` in newer files) and may give the sensor
 size (``% geometry 1280x720`` or in ``format``); files of older firmware name only the camera
 plugin (``% plugin_name hal_plugin_gen41_evk3``), whose sensor size :data:`SENSOR_SIZES` knows.
-A DAT header gives ``% Width`` and ``% Height``; two bytes (event type, event size 8) follow the
+A DAT header may give ``% Width`` and ``% Height`` (else the sensor size is the largest
+coordinate + 1); two bytes (event type, event size 8) follow the
 header, then records of uint32 time (us) and uint32 x (bits 0-13), y (bits 14-27), polarity
 (bit 28).
 
@@ -191,6 +192,8 @@ class RawReader(EventReader):
 
 # DAT records: uint32 time (us), uint32 x (bits 0-13) | y (bits 14-27) | polarity (bit 28).
 _DAT_RECORD = np.dtype([("t", "<u4"), ("data", "<u4")])
+# Records per step when scanning a file for its largest coordinates.
+_SCAN_RECORDS = 1 << 22
 
 
 class DatReader(EventReader):
@@ -208,15 +211,25 @@ class DatReader(EventReader):
             raise EventFileError(
                 f"{self.path}: DAT events of {event_size} bytes (type {event_type}); fuse reads 8-byte change-detection "
                 f"events: export CD events to DAT with Metavision")
-        try:
-            self.sensor_size = int(fields["height"]), int(fields["width"])
-        except (KeyError, ValueError):
-            raise EventFileError(
-                f"{self.path}: the DAT header gives no sensor size; add lines '% Width W' and '% Height H' at the top "
-                f"of the file (Gen1 ATIS: 304 and 240)") from None
         size = self.path.stat().st_size - start - 2
         self._records = np.memmap(self.path, dtype=_DAT_RECORD, mode="r", offset=start + 2,
                                   shape=(size // _DAT_RECORD.itemsize,))
+        if "height" in fields and "width" in fields:
+            self.sensor_size = int(fields["height"]), int(fields["width"])
+        else:
+            self.sensor_size = self._extent()
+
+    def _extent(self) -> tuple[int, int]:
+        """(largest y + 1, largest x + 1): the sensor size of files whose header gives none (Gen1
+        ATIS recordings, files written by expelliarmus), one pass over the data column in steps."""
+        if not len(self):
+            raise EventFileError(f"{self.path}: the DAT file holds no events and its header gives no sensor size")
+        height = width = 0
+        for start in range(0, len(self), _SCAN_RECORDS):
+            data = np.asarray(self._records["data"][start:start + _SCAN_RECORDS])
+            width = max(width, int((data & 0x3FFF).max()) + 1)
+            height = max(height, int(((data >> 14) & 0x3FFF).max()) + 1)
+        return height, width
 
     def __len__(self) -> int:
         return len(self._records)
@@ -255,5 +268,5 @@ register_reader(ReaderFormat(
     (".raw",), RawReader))
 register_reader(ReaderFormat(
     "prophesee_dat", "Prophesee DAT",
-    lambda path, head: path.suffix.lower() == ".dat" and head.startswith(b"%") and "height" in read_header(head)[0],
+    lambda path, head: path.suffix.lower() == ".dat" and head.startswith(b"%") and _raw_encoding(read_header(head)[0]) is None,
     (".dat",), DatReader))
