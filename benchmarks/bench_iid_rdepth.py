@@ -95,7 +95,7 @@ def main() -> None:
         f"Images/s against the restorer's diffusion steps T, {rounds} rounds after one warm-up call each, all rows "
         f"interleaved. The base is DA-V2 {encoder} with a metric head at {size[0]}x{size[1]} (MVSEC's 260x346 resized "
         "to multiples of 14, as FUSE's evaluation does); IID-RDepth wraps it with the default plug-in (restorer width "
-        "64 on the deepest two taps, two invertible fine stages of two affine couplings each); T = 0 is the "
+        "64 on the deepest two taps, two invertible fine stages of one affine coupling each); T = 0 is the "
         "invertible stages alone. 'params' are the plug-in's own (the whole model's for the base rows). Each DDIM "
         "step runs the conditional U-Net once on the token grid, so the cost grows linearly in T; the right camera "
         "adds a second pass of the frozen encoder:",

@@ -175,7 +175,13 @@ def evaluate(model: torch.nn.Module, call: Callable, inputs: dict[str, torch.Ten
 
 
 def train_baseline(train: Frames, steps: int, batch: int, out: Path) -> Path:
-    """The frozen baseline: tiny DA-V2 (metric, 10 m) on clean frames with random flips."""
+    """The frozen baseline: tiny DA-V2 (metric, 10 m) on clean frames with random flips; a file made
+    with the same settings in ``out`` is reused (``baseline.json`` records them)."""
+    path, record = out / "baseline.pth", out / "baseline.json"
+    settings = {"steps": steps, "batch": batch, "frames": len(train), "size": [HEIGHT, WIDTH]}
+    if path.is_file() and record.is_file() and json.loads(record.read_text()) == settings:
+        print(f"baseline: reusing {path}", flush=True)
+        return path
     torch.manual_seed(0)
     model = fuse.build_model("depth_anything_v2", encoder="vitt", head="metric", max_depth=MAX_DEPTH)
     with torch.no_grad():
@@ -191,7 +197,9 @@ def train_baseline(train: Frames, steps: int, batch: int, out: Path) -> Path:
 
     loss = fit(model, lambda m, b: m(b["image"]), batches, steps, lr=5e-4)
     print(f"baseline: {steps} steps, last SILog {loss:.3f}", flush=True)
-    return save_checkpoint(out / "baseline.pth", model)
+    save_checkpoint(path, model)
+    record.write_text(json.dumps(settings))
+    return path
 
 
 def load_baseline(path: Path) -> torch.nn.Module:

@@ -40,7 +40,7 @@ class CouplingSettings:
     """The coupling stack's options (spec §3.1: all [unknown]; defaults [hyp], docs/iid_rdepth.md)."""
 
     coupling: str = "affine"  # affine (the sheet's reading) or additive (sigma = 1)
-    blocks: int = 2  # coupling blocks per fine stage; halves swap roles from block to block
+    blocks: int = 1  # coupling blocks per fine stage (the figure draws one); halves swap roles between blocks
     scale_bound: float = 0.5  # s: sigma in [exp(-s), exp(s)]
     sub_lipschitz: float = 0.9  # c: Lipschitz bound (and output bound) of G, H and G2
     lipschitz_method: str = "spectral"  # spectral: operator norms <= 1; none: unbounded (an ablation)

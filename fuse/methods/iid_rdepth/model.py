@@ -76,7 +76,7 @@ class IIDRDepthConfig:
     fine_stages: int = 2
     fine_residual: bool = True
     coupling: str = "affine"
-    coupling_blocks: int = 2
+    coupling_blocks: int = 1
     scale_bound: float = 0.5
     sub_lipschitz: float = 0.9
     lipschitz_method: str = "spectral"

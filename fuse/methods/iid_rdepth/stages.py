@@ -63,7 +63,7 @@ register_section(SECTION, {
     "fine_residual": Key(True, "keep the stage's frozen residual refinement before the couplings [hyp]"),
     "coupling": Key("affine", "coupling form: affine (b*sigma(G(a)) + H(a)) or additive [fig + hyp]",
                     choices=COUPLINGS),
-    "coupling_blocks": Key(2, "coupling blocks per fine stage [hyp]", low=1),
+    "coupling_blocks": Key(1, "coupling blocks per fine stage (figure: one two-stream block) [fig]", low=1),
     "scale_bound": Key(0.5, "s: the affine scale lies in [exp(-s), exp(s)] [hyp]", low=0.0),
     "sub_lipschitz": Key(0.9, "c: Lipschitz bound of the coupling sub-networks G, H, G2 [hyp]", low=0.0,
                          open_low=True),
