@@ -350,3 +350,14 @@ def test_window_options_need_events(checkpoints, tmp_path, capsys):
     assert main(["infer", "--checkpoint", str(checkpoints["event_student"]), "--split", str(tmp_path / "s.txt"),
                  "--window-ms", "20"]) == 2
     assert "give --events FILE" in capsys.readouterr().err
+
+
+def test_any_event_file_is_an_event_source_of_the_dsi_builder(tmp_path):
+    """``between`` (seconds, both ends inclusive) gives what DERD-Net's in-memory source gives."""
+    from fuse.methods.derdnet.dsi import ArrayEvents
+
+    path = write_dat(tmp_path / "m.dat", TABLE)
+    with open_events(path) as reader:
+        everything = ArrayEvents(as_columns(reader.window(0, 100)))
+        for start, stop in ((10e-6, 25e-6), (11e-6, 40e-6), (0.0, 1.0), (42e-6, 50e-6)):
+            np.testing.assert_array_equal(reader.between(start, stop), everything.between(start, stop))

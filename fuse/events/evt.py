@@ -40,11 +40,12 @@ __all__ = ["Evt2State", "Evt3State", "decode_evt2", "decode_evt3"]
 _UNSET = -1
 
 
-def _forward_fill(present: np.ndarray, values: np.ndarray, previous: int) -> np.ndarray:
-    """For every word, the value at the latest word (up to and including it) where ``present``
-    holds; ``previous`` (the state carried in) before the first such word."""
-    last = np.maximum.accumulate(np.where(present, np.arange(len(present)), -1))
-    return np.where(last >= 0, values[np.maximum(last, 0)], previous)
+def _forward_fill(positions: np.ndarray, values: np.ndarray, previous: int, n: int) -> np.ndarray:
+    """For each of ``n`` words, the value of the latest word (up to and including it) among
+    ``positions`` (sorted), whose values are ``values``; ``previous`` (the state carried in) before
+    the first. One pass: the values repeated over the runs of words between those positions."""
+    runs = np.diff(positions, prepend=0, append=n)
+    return np.repeat(np.concatenate(([previous], values)).astype(values.dtype, copy=False), runs)
 
 
 def _unwrap(raw: np.ndarray, previous: int, loops: int, period: int) -> tuple[np.ndarray, int]:
@@ -68,21 +69,21 @@ class Evt2State:
 def decode_evt2(words: np.ndarray, state: Evt2State = Evt2State()) -> tuple[np.ndarray, Evt2State]:
     """Events of a chunk of EVT 2.0 words (uint32) and the state after it."""
     kind = words >> 28
-    is_high = kind == 0x8
-    highs, loops = _unwrap(words[is_high] & 0x0FFFFFFF, state.time_high, state.loops, 1 << 28)
-    filled = np.full(len(words), -1, np.int64)
-    filled[is_high] = highs
+    at_high = np.flatnonzero(kind == 0x8)
+    highs, loops = _unwrap(words[at_high] & 0x0FFFFFFF, state.time_high, state.loops, 1 << 28)
     current = state.time_high + state.loops * (1 << 28) if state.time_high != _UNSET else -1
-    high = _forward_fill(is_high, filled, current)
-    cd = np.flatnonzero(((kind == 0x0) | (kind == 0x1)) & (high >= 0))
+    high = _forward_fill(at_high, highs, current, len(words))
+    cd = np.flatnonzero(kind <= 0x1)  # CD_OFF, CD_ON
+    if current < 0:  # no time yet: events before the first time-high word are dropped
+        cd = cd[cd > (at_high[0] if len(at_high) else len(words))]
     word = words[cd]
     events = np.empty(len(cd), EVENT_DTYPE)
     events["t"] = (high[cd] << 6) | ((word >> 22) & 0x3F).astype(np.int64)
     events["x"] = (word >> 11) & 0x7FF
     events["y"] = word & 0x7FF
-    events["p"] = np.where(kind[cd] == 0x1, 1, -1)
-    if is_high.any():
-        state = Evt2State(int(words[is_high][-1] & 0x0FFFFFFF), loops)
+    events["p"] = 2 * kind[cd].astype(np.int8) - 1
+    if len(at_high):
+        state = Evt2State(int(words[at_high[-1]] & 0x0FFFFFFF), loops)
     return events, state
 
 
@@ -103,49 +104,71 @@ class Evt3State:
 _ADDR_Y, _ADDR_X, _VECT_BASE_X, _VECT_12, _VECT_8, _TIME_LOW, _TIME_HIGH = 0x0, 0x2, 0x3, 0x4, 0x5, 0x6, 0x8
 
 
+def _vector_bases(words: np.ndarray, kind: np.ndarray, state: Evt3State) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                 int, int]:
+    """Positions of the chunk's vector words, each one's x base and polarity, and the x base and
+    polarity after the chunk. Works on the vector and ``VECT_BASE_X`` words only (few)."""
+    at_vector = np.flatnonzero((kind == _VECT_12) | (kind == _VECT_8))
+    at_base = np.flatnonzero(kind == _VECT_BASE_X)
+    # steps[i]: how far the vectors before vector i moved the base.
+    steps = np.concatenate(([0], np.cumsum(np.where(kind[at_vector] == _VECT_12, 12, 8))))
+    origin = np.concatenate(([state.base_x], (words[at_base] & 0x7FF) - steps[np.searchsorted(at_vector, at_base)]))
+    polarity = np.concatenate(([state.polarity], (words[at_base] >> 11) & 1)).astype(np.int8)
+    latest = np.searchsorted(at_base, at_vector)  # 1 + the latest base word before each vector (0: none)
+    return at_vector, origin[latest] + steps[:-1], polarity[latest], int(origin[-1] + steps[-1]), int(polarity[-1])
+
+
 def decode_evt3(words: np.ndarray, state: Evt3State = Evt3State()) -> tuple[np.ndarray, Evt3State]:
     """Events of a chunk of EVT 3.0 words (uint16) and the state after it.
 
-    Every word's time, row, x base and polarity are the values of the latest word that set them
-    (forward fills); each event word becomes a 16-bit mask (``EVT_ADDR_X``: bit 0 at its own x,
-    vectors: their bits at x base + bit), so the set bits, word by word, are the events in stream
-    order.
+    Every word's time and row are those of the latest words that set them (forward fills over
+    the chunk); an ``EVT_ADDR_X`` word is one event at its own x and polarity, a vector one event
+    per set bit of its mask at x base + bit, with the x base and polarity of the latest
+    ``VECT_BASE_X`` word moved on by 12 / 8 for every vector since. Events stay in stream order.
     """
     n = len(words)
     kind = (words >> 12).astype(np.uint8)
-    payload = (words & 0x7FF).astype(np.int32)
-    is_high = kind == _TIME_HIGH
-    highs, loops = _unwrap(words[is_high] & 0xFFF, state.time_high, state.loops, 1 << 12)
-    values = np.zeros(n, np.int64)
-    values[is_high] = highs
+    at_high = np.flatnonzero(kind == _TIME_HIGH)
+    highs, loops = _unwrap(words[at_high] & 0xFFF, state.time_high, state.loops, 1 << 12)
     current_high = state.time_high + state.loops * (1 << 12) if state.time_high != _UNSET else -1
-    high = _forward_fill(is_high, values, current_high)
-    low = _forward_fill(kind == _TIME_LOW, (words & 0xFFF).astype(np.int32), state.time_low)
-    y = _forward_fill(kind == _ADDR_Y, payload, state.y)
+    at_low = np.flatnonzero(kind == _TIME_LOW)
+    at_y = np.flatnonzero(kind == _ADDR_Y)
+    high = _forward_fill(at_high, highs, current_high, n)
+    low = _forward_fill(at_low, (words[at_low] & 0xFFF).astype(np.int64), state.time_low, n)
+    y = _forward_fill(at_y, (words[at_y] & 0x7FF).astype(np.int32), state.y, n)
+    at_vector, bases, polarities, base_after, polarity_after = _vector_bases(words, kind, state)
 
-    is_base = kind == _VECT_BASE_X
-    polarity = _forward_fill(is_base, ((words >> 11) & 1).astype(np.int8), state.polarity)
-    # The x base of a vector: the last VECT_BASE_X value plus 12 / 8 for every vector since then.
-    is_v12, is_v8 = kind == _VECT_12, kind == _VECT_8
-    step = (is_v12 * 12 + is_v8 * 8).astype(np.int32)
-    before = np.cumsum(step, dtype=np.int32) - step  # steps of the words before each word
-    last_base = np.maximum.accumulate(np.where(is_base, np.arange(n, dtype=np.int32), -1))
-    at_base = np.maximum(last_base, 0)
-    base = np.where(last_base >= 0, payload[at_base] - before[at_base], state.base_x) + before
-
-    is_single = kind == _ADDR_X
-    mask = np.where(is_single, 1, np.where(is_v12, words & 0xFFF, np.where(is_v8, words & 0xFF, 0)))
-    mask = np.where((high >= 0) & (y >= 0), mask, 0).astype("<u2")
-    bits = np.unpackbits(mask.view(np.uint8), bitorder="little")  # 16 per word, in stream order
-    word, bit = np.divmod(np.flatnonzero(bits), 16)
-    single = is_single[word]
+    # Event words in stream order; in a file's first chunk, those before its first time-high and row words have
+    # no time or row and are dropped.
+    rows = np.flatnonzero((kind == _ADDR_X) | (kind == _VECT_12) | (kind == _VECT_8))
+    starts = [at[0] if len(at) else n for at, unset in ((at_high, current_high < 0), (at_y, state.y == _UNSET))
+              if unset]
+    if starts:
+        rows = rows[rows > max(starts)]
+    vector = kind[rows] != _ADDR_X
+    which = np.searchsorted(at_vector, rows[vector])  # the kept vectors among the chunk's
+    vector_words = words[at_vector[which]]
+    masks = np.where(kind[at_vector[which]] == _VECT_12, vector_words & 0xFFF, vector_words & 0xFF).astype("<u2")
+    bits = np.unpackbits(masks.view(np.uint8), bitorder="little").reshape(-1, 16)
+    counts = np.ones(len(rows), np.int64)
+    counts[vector] = bits.sum(axis=1)
+    word = np.repeat(rows, counts)
+    from_vector = np.repeat(vector, counts)
+    single = word[~from_vector]
+    vector_row, bit = np.nonzero(bits)  # row by row: the vectors' events in stream order
     events = np.empty(len(word), EVENT_DTYPE)
     events["t"] = (high[word] << 12) | low[word]
-    events["x"] = np.where(single, payload[word], base[word] + bit)
     events["y"] = y[word]
-    events["p"] = np.where(np.where(single, (words[word] >> 11) & 1, polarity[word]) == 1, 1, -1)
+    x = np.empty(len(word), np.int64)
+    x[~from_vector] = words[single] & 0x7FF
+    x[from_vector] = bases[which][vector_row] + bit
+    events["x"] = x
+    p = np.empty(len(word), np.int8)
+    p[~from_vector] = (words[single] >> 11) & 1
+    p[from_vector] = polarities[which][vector_row]
+    events["p"] = 2 * p - 1
 
     if n:
-        new_high = int(words[is_high][-1] & 0xFFF) if is_high.any() else state.time_high
-        state = Evt3State(new_high, loops, int(low[-1]), int(y[-1]), int(base[-1] + step[-1]), int(polarity[-1]))
+        state = Evt3State(int(words[at_high[-1]] & 0xFFF) if len(at_high) else state.time_high, loops,
+                          int(low[-1]), int(y[-1]), base_after, polarity_after)
     return events, state

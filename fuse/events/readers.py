@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import math
 import os
 import pkgutil
 from collections.abc import Callable, Iterator
@@ -80,6 +81,14 @@ class EventReader(abc.ABC):
     @property
     def count(self) -> int:
         return len(self)
+
+    def between(self, start_s: float, stop_s: float) -> np.ndarray:
+        """Rows ``t`` (seconds), ``x, y, p`` (float64, :func:`as_columns`) with ``start_s <= t <= stop_s``.
+
+        Why: this is the ``EventSource`` of DERD-Net's DSI builder (``fuse.methods.derdnet.dsi``),
+        which works in seconds with both ends inclusive, so any event file can feed it."""
+        columns = as_columns(self.window(math.floor(start_s * 1e6), math.floor(stop_s * 1e6) + 1))
+        return columns[(columns[:, 0] >= start_s) & (columns[:, 0] <= stop_s)]
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]] | None:
         """``(t_us, image)`` pairs (uint8, H×W gray or H×W×3) in time order, or None when the file holds no frames."""
