@@ -128,8 +128,9 @@ E2DEPTH = register_protocol(Protocol(
     "E2Depth's evaluation.py as FUSE runs it (--metric): per-frame metrics in the dataset's depth range, "
     "averaged over frames (spec fuse-method.md §8)",
     ("metric_depth", "normalized_log_depth", "relative_inverse_depth"),
-    # EventScape has no table in the FUSE paper; it is shown with the DENSE columns.
-    MappingProxyType({"mvsec": _MVSEC_COLUMNS, "dense": _DENSE_COLUMNS, "eventscape": _DENSE_COLUMNS}),
+    # EventScape has no table in the FUSE paper; it is shown with the DENSE columns, DSEC with the MVSEC ones.
+    MappingProxyType({"mvsec": _MVSEC_COLUMNS, "dense": _DENSE_COLUMNS, "eventscape": _DENSE_COLUMNS,
+                      "dsec": _MVSEC_COLUMNS}),
     metrics.evaluate_pairs,
     ("pred_format", "max_depth", "reg_factor", "rescale_target", "progress"),
     _e2depth_settings,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from fuse.atomic import write_text_atomic
-from fuse.data.constants import DEFAULT_MAX_DEPTH
+from fuse.data.constants import DATASETS, DEFAULT_MAX_DEPTH
 from fuse.errors import ConfigError
 from fuse.registry import list_models, load_methods
 
@@ -106,7 +106,7 @@ SCHEMA: dict[str, dict[str, Key] | Key] = {
     },
     "data": {
         "dataset": Key("eventscape", "dataset constants (depth range, log encoding)",
-                       choices=("mvsec", "dense", "eventscape")),
+                       choices=tuple(DATASETS)),
         "train_split": Key(None, "split list to train on", example=""),
         "val_split": Key(None, "split list to validate on each epoch (null: no validation)", example=""),
         "input_size": _at_least(266, MIN_INPUT_SIZE, "network input lower bound in pixels",
