@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fuse.events.readers import EVENT_DTYPE, EventFileError, EventReader, ReaderFormat, empty_events, register_reader
+from fuse.events.readers import EVENT_DTYPE, EventFileError, EventReader, ReaderFormat, register_reader, window_of
 
 __all__ = ["Aedat4Reader"]
 
 MAGIC = b"#!AER-DAT"
+# Events the index pass keeps decoded (about 26 MB).
+KEEP_EVENTS = 1 << 21
 
 
 def _decoder(path: Path):
@@ -105,12 +107,17 @@ class Aedat4Reader(EventReader):
         return events
 
     def _index(self) -> list[_Packet]:
+        """The event packets; the first :data:`KEEP_EVENTS` events stay decoded for the first window
+        (so a small file, read whole, is decoded once)."""
         if self._packets is None:
-            packets = []
+            packets, kept = [], 0
             for ordinal, packet in self._read(_decoder(self.path)):
                 if packet["stream_id"] == self._events_id and len(packet["events"]):
                     t = packet["events"]["t"]
                     packets.append(_Packet(ordinal, len(t), int(t.min()), int(t.max())))
+                    if kept + len(t) <= KEEP_EVENTS:
+                        self._recent[ordinal] = self._converted(packet["events"])
+                        kept += len(t)
             self._packets = packets
         return self._packets
 
@@ -139,11 +146,7 @@ class Aedat4Reader(EventReader):
                     break
             self._cursor = (packets, missing[-1] + 1)
         self._recent = decoded
-        if not decoded:
-            return empty_events()
-        events = np.concatenate([decoded[ordinal] for ordinal in wanted])
-        events = events[(events["t"] >= t_start_us) & (events["t"] < t_end_us)]
-        return events[np.argsort(events["t"], kind="stable")]
+        return window_of([decoded[ordinal] for ordinal in wanted], t_start_us, t_end_us)
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]] | None:
         if self._frames_id is None:

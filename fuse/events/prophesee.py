@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fuse.events.evt import Evt2State, Evt3State, decode_evt2, decode_evt3
-from fuse.events.readers import EVENT_DTYPE, EventFileError, EventReader, ReaderFormat, empty_events, register_reader
+from fuse.events.readers import EVENT_DTYPE, EventFileError, EventReader, ReaderFormat, register_reader, window_of
 
 __all__ = ["RawReader", "DatReader", "SENSOR_SIZES", "read_header"]
 
@@ -179,11 +179,7 @@ class RawReader(EventReader):
     def window(self, t_start_us: int, t_end_us: int) -> np.ndarray:
         wanted = [k for k, chunk in enumerate(self._index())
                   if chunk.count and chunk.t_min < t_end_us and chunk.t_max >= t_start_us]
-        parts = [events[(events["t"] >= t_start_us) & (events["t"] < t_end_us)] for events in self._decoded(wanted)]
-        if not parts:
-            return empty_events()
-        events = np.concatenate(parts)
-        return events[np.argsort(events["t"], kind="stable")]
+        return window_of(self._decoded(wanted), t_start_us, t_end_us)
 
     def close(self) -> None:
         self._words = np.empty(0, self._format.word)

@@ -38,7 +38,7 @@ import numpy as np
 from fuse.errors import RecordingError
 
 __all__ = ["EVENT_DTYPE", "EventFileError", "EventReader", "ReaderFormat", "register_reader", "reader_formats",
-           "open_events", "read_events", "as_columns", "empty_events"]
+           "open_events", "read_events", "as_columns", "empty_events", "window_of"]
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "i1")])
 
@@ -204,6 +204,28 @@ def read_events(path: str | os.PathLike) -> np.ndarray:
 
 def empty_events() -> np.ndarray:
     return np.empty(0, EVENT_DTYPE)
+
+
+def window_of(parts: list[np.ndarray], t_start_us: int, t_end_us: int) -> np.ndarray:
+    """The events of ``parts`` (consecutive decoded pieces of a file) with ``t_start_us <= t < t_end_us``,
+    in time order (file order among equal times).
+
+    For readers that decode a file in pieces (chunks, packets). Why not boolean masks, ``np.concatenate``
+    and ``argsort`` throughout: on the packed 13-byte records of :data:`EVENT_DTYPE` those copy field by
+    field, several times slower than slicing sorted pieces and joining them as raw records."""
+    pieces = []
+    for events in parts:
+        t = events["t"]
+        if np.all(t[1:] >= t[:-1]):
+            pieces.append(events[np.searchsorted(t, t_start_us):np.searchsorted(t, t_end_us)])
+        else:
+            pieces.append(events[(t >= t_start_us) & (t < t_end_us)])
+    if not pieces:
+        return empty_events()
+    raw = (np.void, EVENT_DTYPE.itemsize)
+    joined = np.concatenate([piece.view(raw) for piece in pieces]).view(EVENT_DTYPE)
+    t = joined["t"]
+    return joined if np.all(t[1:] >= t[:-1]) else joined[np.argsort(t, kind="stable")]
 
 
 def as_columns(events: np.ndarray) -> np.ndarray:
