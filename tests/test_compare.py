@@ -51,7 +51,9 @@ def write_spec(path: Path, workspace: dict, sequences: list[dict], conditions: l
 
 
 def test_clean_scores_equal_each_methods_eval_and_the_folder_is_complete(workspace, tmp_path, capsys):
-    spec = write_spec(tmp_path / "spec.yaml", workspace, [{"name": "day", "split": str(workspace["split"])}],
+    spec = write_spec(tmp_path / "spec.yaml", workspace, [{"name": "day", "split": str(workspace["split"])},
+                                                          {"name": "again", "split": str(workspace["split"]),
+                                                           "degrade": False}],
                       ["image:low_light@3", "image:gaussian_noise"], severities=[2, 5])
     out = tmp_path / "out"
     assert main(["compare", str(spec), "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
@@ -75,8 +77,10 @@ def test_clean_scores_equal_each_methods_eval_and_the_folder_is_complete(workspa
         costs = results["methods"][kind]
         assert costs["parameters"] == sum(p.numel() for p in tiny(kind, 0).parameters())
         assert costs["gflops"] > 0 and costs["images_per_s"] > 0 and costs["input_size"] == SIZE
+        again = results["methods"][kind]["scores"]["again"]
+        assert list(again) == ["clean"] and again["clean"]["e2depth"] == ours  # degrade: false
     report = (out / "results.md").read_text()
-    assert "## day (5 frames)" in report and "image:gaussian_noise, day: Abs.Rel" in report
+    assert "## day (5 frames)" in report and "image:gaussian_noise, again" not in report and "image:gaussian_noise, day: Abs.Rel" in report
     assert "common pixels" not in report.split("Costs:")[0]  # every map is dense
     assert "| fuse |" in report and "GFLOPs" in report
     panel = cv2.imread(str(out / "panels" / "day" / "clean" / "000000.png"))

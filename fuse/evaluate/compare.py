@@ -91,11 +91,17 @@ class SequenceSpec:
     splits: dict[int | None, str] = field(default_factory=dict)
     recording: str | None = None
     targets: str | None = None
+    degrade: bool = True  # False: clean frames only (e.g. a sequence that is degraded already)
 
     @property
     def runnable(self) -> bool:
         """Whether checkpoints can run on it (it holds images and events)."""
         return self.targets is None
+
+    @property
+    def swept(self) -> bool:
+        """Whether the conditions are run on it."""
+        return self.runnable and self.degrade
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,10 @@ def _sequence(entry: dict, path: Path) -> SequenceSpec:
     splits = {None: split} if isinstance(split, str) else dict(split or {})
     if not all((k is None or isinstance(k, int)) and isinstance(v, str) for k, v in splits.items()):
         raise ConfigError(f"{path}: split of sequence {name!r} must be a path or a mapping bins -> path")
-    return SequenceSpec(name, splits, entry.get("recording"), entry.get("targets"))
+    degrade = entry.get("degrade", True)
+    if not isinstance(degrade, bool):
+        raise ConfigError(f"{path}: degrade of sequence {name!r} must be true or false, got {degrade!r}")
+    return SequenceSpec(name, splits, entry.get("recording"), entry.get("targets"), degrade)
 
 
 def read_spec(path: str | Path) -> CompareSpec:
@@ -237,20 +246,19 @@ def _check_files(spec: CompareSpec, path: Path) -> None:
         if sequence.targets is not None:
             if not Path(sequence.targets).is_dir():
                 raise ConfigError(f"{path}: targets folder {sequence.targets} of sequence {sequence.name!r} not found")
-            continue
-        if sequence.recording is not None:
+        elif sequence.recording is not None:
             missing = [str(file) for file in recording_paths(sequence.recording) if not file.is_file()]
             if missing:
                 raise ConfigError(f"{path}: recording {missing[0]} of sequence {sequence.name!r} not found "
                                   "(recording: DIR/NAME names NAME_data.hdf5 and NAME_gt.hdf5)")
-            continue
-        for split in sequence.splits.values():
-            if not Path(split).is_file():
-                raise ConfigError(f"{path}: split list {split} of sequence {sequence.name!r} not found")
-        if events:
-            raise UsageError(f"{path}: condition {events[0]} degrades raw events, but sequence {sequence.name!r} is "
-                             "a processed split of voxel grids: give it as recording: DIR/NAME (the raw "
-                             "MVSEC-format file)")
+        else:
+            for split in sequence.splits.values():
+                if not Path(split).is_file():
+                    raise ConfigError(f"{path}: split list {split} of sequence {sequence.name!r} not found")
+            if events and sequence.swept:
+                raise UsageError(f"{path}: condition {events[0]} degrades raw events, but sequence {sequence.name!r} "
+                                 "is a processed split of voxel grids: give it as recording: DIR/NAME (the raw "
+                                 "MVSEC-format file), or degrade: false")
 
 
 # ----------------------------------------------------------------------------- degraded frames
@@ -401,10 +409,10 @@ def run_checkpoint(spec: CompareSpec, method: MethodSpec, out: Path, targets: di
     run = MethodRun(method.name, config.kind, method.checkpoint, settings.size, bins,
                     sum(p.numel() for p in model.parameters()))
     sequences = [sequence for sequence in spec.sequences if sequence.runnable]
-    bar = tqdm(total=len(sequences) * len(spec.labels), desc=f"compare {method.name}", unit="run",
-               disable=not progress)
+    bar = tqdm(total=sum(len(spec.labels) if s.swept else 1 for s in sequences), desc=f"compare {method.name}",
+               unit="run", disable=not progress)
     for sequence in sequences:
-        for label, condition in zip(spec.labels, (None, *spec.conditions)):
+        for label, condition in list(zip(spec.labels, (None, *spec.conditions)))[:None if sequence.swept else 1]:
             folder = out / "predictions" / method.name / sequence.name / label
             files = run.files.setdefault((sequence.name, label), {})
             with open_sequence(sequence, bins, condition, spec.seed) as source:
@@ -541,7 +549,7 @@ def markdown(spec: CompareSpec, runs: Sequence[MethodRun]) -> str:
         lines += ["## Robustness", "", f"{spec.protocol} protocol. Each frame is degraded the same way for every "
                   f"method (seed {spec.seed}); severity 0 is the clean input.", ""]
         for name, levels in sweeps.items():
-            for sequence in (s for s in spec.sequences if s.runnable):
+            for sequence in (s for s in spec.sequences if s.swept):
                 swept = [run for run in runs if run.score(sequence.name, levels[-1][1], spec.protocol)]
                 for header, key in ROBUSTNESS_METRICS:
                     lines += [f"**{name}, {sequence.name}: {header}**", "",
@@ -586,7 +594,7 @@ def chart_images(spec: CompareSpec, runs: Sequence[MethodRun]) -> tuple[np.ndarr
     bars = [charts.bar_chart(f"{columns.get(key, header)} ({spec.protocol})", groups,
                              {run.name: [metric(run, g, key) for g in groups] for run in runs}, colors)
             for header, key in keys if any(metric(run, g, key) is not None for run in runs for g in groups)]
-    runnable = [sequence.name for sequence in spec.sequences if sequence.runnable]
+    runnable = [sequence.name for sequence in spec.sequences if sequence.swept]
     lines = []
     for name, levels in _sweeps(spec).items():
         swept = [run for run in runs if any(metric(run, g, "abs_rel", levels[-1][1]) is not None for g in runnable)]
@@ -640,7 +648,8 @@ def _panel_frames(spec: CompareSpec, sequence: SequenceSpec, bins: int, conditio
     with open_sequence(sequence, bins, condition, spec.seed) as source:
         for ref in list(source)[:limit]:
             frame = ref.load()
-            yield frame.stem, frame.depth, [("image", image_to_bgr(frame.image)), ("events", colorize_voxel(frame.voxel))]
+            inputs = [("image", image_to_bgr(frame.image)), ("events", colorize_voxel(frame.voxel))]
+            yield frame.stem, frame.depth, inputs
 
 
 def compare(spec: CompareSpec, out: str | Path, progress: bool = True) -> list[MethodRun]:
