@@ -16,6 +16,7 @@ from fuse.checkpoint import save_checkpoint
 from fuse.cli import main
 from fuse.data.conditions import parse_condition
 from fuse.evaluate.compare import DegradedRecording, read_spec
+from fuse.evaluate.metrics import constant_baseline
 from fuse.testing.fixtures import write_split
 from tests import mvsec_fixtures
 
@@ -45,6 +46,7 @@ def workspace(tmp_path_factory) -> dict:
 def write_spec(path: Path, workspace: dict, sequences: list[dict], conditions: list[str], **extra) -> Path:
     methods = [{"name": kind, "checkpoint": str(checkpoint), "size": SIZE}
                for kind, checkpoint in workspace["checkpoints"].items()]
+    methods.append({"name": "constant", "median_of": str(workspace["split"])})
     path.write_text(yaml.safe_dump({"dataset": "mvsec", "methods": methods, "sequences": sequences,
                                     "conditions": conditions, "panels": {"frames": 1, "mp4": True}, **extra}))
     return path
@@ -79,12 +81,15 @@ def test_clean_scores_equal_each_methods_eval_and_the_folder_is_complete(workspa
         assert costs["gflops"] > 0 and costs["images_per_s"] > 0 and costs["input_size"] == SIZE
         again = results["methods"][kind]["scores"]["again"]
         assert list(again) == ["clean"] and again["clean"]["e2depth"] == ours  # degrade: false
+    _, constant = constant_baseline(workspace["split"], workspace["split"])
+    assert results["methods"]["constant"]["scores"]["day"]["clean"]["e2depth"]["abs_rel"] == pytest.approx(
+        constant["abs_rel"], rel=1e-6)
     report = (out / "results.md").read_text()
     assert "## day (5 frames)" in report and "image:gaussian_noise, again" not in report and "image:gaussian_noise, day: Abs.Rel" in report
     assert "common pixels" not in report.split("Costs:")[0]  # every map is dense
     assert "| fuse |" in report and "GFLOPs" in report
     panel = cv2.imread(str(out / "panels" / "day" / "clean" / "000000.png"))
-    assert panel is not None and panel.shape[1] == (2 + len(KINDS) + 1) * 56  # image | events | 3 methods | GT
+    assert panel is not None and panel.shape[1] == (2 + len(KINDS) + 2) * 56  # image | events | 3 methods | constant | GT
     assert len(list((out / "panels" / "day" / "clean").glob("*.png"))) == 5
     assert len(list((out / "panels" / "day" / "image:low_light@3").glob("*.png"))) == 1
     video = cv2.VideoCapture(str(out / "panels" / "day.mp4"))

@@ -55,6 +55,7 @@ from fuse.data.constants import dataset_info
 from fuse.errors import ConfigError, EvalInputError, UsageError
 from fuse.evaluate import charts
 from fuse.evaluate.inference import Frame, FrameSource, RecordingSource, SplitSource, network_inputs, predict
+from fuse.evaluate.metrics import median_depth
 from fuse.evaluate.prediction import PredictionRequest, load_for_prediction
 from fuse.evaluate.protocols import evaluate_pairs, protocol_named
 from fuse.evaluate.visualize import Mp4Writer, colorize_depth, colorize_voxel, image_to_bgr, make_panel, \
@@ -73,13 +74,15 @@ DEFAULT_BINS = 3
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A checkpoint compare runs, or the prediction folders of a method run by its own commands
-    (``predictions``: sequence name -> folder of ``<frame>.npy`` depth maps, NaN = no depth)."""
+    """A checkpoint compare runs, the prediction folders of a method run by its own commands
+    (``predictions``: sequence name -> folder of ``<frame>.npy`` depth maps, NaN = no depth), or
+    the constant baseline: the median valid depth of a training split (``median_of``) everywhere."""
 
     name: str
     checkpoint: str | None = None
     size: int | None = None
     predictions: dict[str, str] = field(default_factory=dict)
+    median_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,15 +165,17 @@ def _conditions(data: dict, path: Path) -> tuple[Condition, ...]:
 
 def _method(entry: dict, path: Path) -> MethodSpec:
     name, checkpoint, predictions = _name(entry, "method", path), entry.get("checkpoint"), entry.get("predictions")
-    if (checkpoint is None) == (predictions is None):
-        raise ConfigError(f"{path}: method {name!r} needs exactly one of checkpoint (a model compare runs) and "
-                          "predictions ({sequence: folder of <frame>.npy depth maps})")
+    given = [key for key in ("checkpoint", "predictions", "median_of") if entry.get(key) is not None]
+    if len(given) != 1:
+        raise ConfigError(f"{path}: method {name!r} needs exactly one of checkpoint (a model compare runs), "
+                          "predictions ({sequence: folder of <frame>.npy depth maps}) and median_of (a training "
+                          f"split: the constant baseline); got {given or 'none'}")
     if checkpoint is not None and not isinstance(checkpoint, str):
         raise ConfigError(f"{path}: checkpoint of method {name!r} must be a file path")
     if predictions is not None and not (isinstance(predictions, dict) and predictions
                                         and all(isinstance(v, str) for v in predictions.values())):
         raise ConfigError(f"{path}: predictions of method {name!r} must map sequence names to folders")
-    return MethodSpec(name, checkpoint, entry.get("size"), dict(predictions or {}))
+    return MethodSpec(name, checkpoint, entry.get("size"), dict(predictions or {}), entry.get("median_of"))
 
 
 def _sequence(entry: dict, path: Path) -> SequenceSpec:
@@ -235,6 +240,8 @@ def _check_files(spec: CompareSpec, path: Path) -> None:
     for method in spec.methods:
         if method.checkpoint is not None and not Path(method.checkpoint).is_file():
             raise ConfigError(f"{path}: checkpoint {method.checkpoint} of method {method.name!r} not found")
+        if method.median_of is not None and not Path(method.median_of).is_file():
+            raise ConfigError(f"{path}: split list {method.median_of} of method {method.name!r} not found")
         for name, folder in method.predictions.items():
             if name not in sequences:
                 raise ConfigError(f"{path}: method {method.name!r} has predictions for {name!r}, which is not a "
@@ -447,6 +454,15 @@ def prediction_folders(spec: CompareSpec, method: MethodSpec) -> MethodRun:
     return MethodRun(method.name, "predictions", ", ".join(method.predictions.values()), files=files)
 
 
+def constant_maps(spec: CompareSpec, method: MethodSpec, targets: dict[str, Files], out: Path) -> MethodRun:
+    """The constant baseline: the training split's median depth at every pixel of every frame."""
+    median = median_depth(method.median_of, spec.dataset)
+    files = {(name, CLEAN): {stem: save_npy_atomic(out / "predictions" / method.name / name / CLEAN / f"{stem}.npy",
+                                                   np.full(np.load(target).shape, median, np.float32))
+                             for stem, target in frames.items()} for name, frames in targets.items()}
+    return MethodRun(method.name, "constant", f"median {median:.2f} m of {method.median_of}", parameters=0, files=files)
+
+
 def sequence_targets(spec: CompareSpec, sequence: SequenceSpec, out: Path) -> Files:
     """Ground truth of a sequence no checkpoint ran on: its targets folder, or read from its frames."""
     if sequence.targets is not None:
@@ -657,11 +673,14 @@ def compare(spec: CompareSpec, out: str | Path, progress: bool = True) -> list[M
     out = Path(out)
     check_writable(out)
     targets: dict[str, Files] = {}
-    runs = [run_checkpoint(spec, method, out, targets, progress) if method.checkpoint is not None
-            else prediction_folders(spec, method) for method in spec.methods]
+    runs = {method.name: run_checkpoint(spec, method, out, targets, progress) if method.checkpoint is not None
+            else prediction_folders(spec, method) for method in spec.methods if method.median_of is None}
     for sequence in spec.sequences:
         if sequence.name not in targets:
             targets[sequence.name] = sequence_targets(spec, sequence, out)
+    runs |= {method.name: constant_maps(spec, method, targets, out) for method in spec.methods
+             if method.median_of is not None}
+    runs = [runs[method.name] for method in spec.methods]
     score(spec, runs, targets, out)
     bars, lines = chart_images(spec, runs)
     write_png_atomic(out / "chart.png", bars)

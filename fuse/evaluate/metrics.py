@@ -313,19 +313,22 @@ def all_reduce_sums(sums: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return dict(zip(keys, flat.unbind(0)))
 
 
+def median_depth(split: str | os.PathLike, dataset: str = "mvsec") -> float:
+    """The median valid depth (finite, positive, within the dataset's range) of a split's depth maps."""
+    info = dataset_info(dataset)
+    depths = [np.load(depth) for _, depth, _ in read_split_list(Path(split))]
+    return float(np.median(np.concatenate([d[np.isfinite(d) & (d > 0) & (d <= info.max_depth)] for d in depths])))
+
+
 def constant_baseline(train_split: str | os.PathLike, test_split: str | os.PathLike,
                       dataset: str = "mvsec") -> tuple[float, dict]:
     """The constant baseline of the demo and tests: the median valid depth of a training split,
     predicted for every pixel of every test frame; returns (median, metrics)."""
     info = dataset_info(dataset)
-
-    def depths(split: str | os.PathLike) -> list[np.ndarray]:
-        return [np.load(depth) for _, depth, _ in read_split_list(Path(split))]
-
-    train = np.concatenate([d[np.isfinite(d) & (d > 0) & (d <= info.max_depth)] for d in depths(train_split)])
-    median = float(np.median(train))
+    median = median_depth(train_split, dataset)
     accumulator = MetricAccumulator()
-    for target in depths(test_split):
+    for _, depth, _ in read_split_list(Path(test_split)):
+        target = np.load(depth)
         accumulator.add(frame_metrics(np.full_like(target, median), target, info.min_depth, info.max_depth))
     return median, accumulator.result()
 
