@@ -361,3 +361,18 @@ def test_any_event_file_is_an_event_source_of_the_dsi_builder(tmp_path):
         everything = ArrayEvents(as_columns(reader.window(0, 100)))
         for start, stop in ((10e-6, 25e-6), (11e-6, 40e-6), (0.0, 1.0), (42e-6, 50e-6)):
             np.testing.assert_array_equal(reader.between(start, stop), everything.between(start, stop))
+
+
+def test_event_file_source_plans_time_and_count_windows(tmp_path):
+    """Time windows from the first event, empty ones skipped and counted; count windows start at every n-th event."""
+    from fuse.evaluate.inference import EventFileSource, EventWindows
+
+    table = np.array([[0, 1, 1, 1], [50, 2, 2, 0], [250, 3, 3, 1], [420, 4, 4, 0]], np.int64)
+    path = write_dat(tmp_path / "n.dat", table)
+    with EventFileSource(EventWindows(str(path), window_ms=0.1), 3, False, "event_student") as source:
+        assert [(start, end) for _, start, end in source.bounds] == [(0, 100), (200, 300), (400, 500)]
+        assert source.stems == ["000000", "000002", "000004"] and source.skipped == {"empty windows": 2}
+        frame = next(iter(source)).load()
+        assert frame.voxel.shape == (3, 6, 8) and frame.depth is None and not frame.image.any()
+    with EventFileSource(EventWindows(str(path), window_events=2), 3, False, "event_student") as source:
+        assert [(start, end) for _, start, end in source.bounds] == [(0, 250), (250, 421)]

@@ -328,7 +328,7 @@ class EventFileSource(FrameSource):
     There is no ground truth.
     """
 
-    def __init__(self, windows: EventWindows, num_bins: int, needs_image: bool, kind: str = "") -> None:
+    def __init__(self, windows: EventWindows, num_bins: int, needs_image: bool, kind: str) -> None:
         self.windows = windows
         self.num_bins = num_bins
         self.reader: EventReader = open_events(windows.path)
@@ -351,7 +351,7 @@ class EventFileSource(FrameSource):
         else:
             bounds, empty = self._count_windows(first, last, self.windows.window_events), 0
         self.bounds = bounds
-        self.skipped = Counter({f"{empty} empty windows": empty} if empty else {})
+        self.skipped = Counter({"empty windows": empty} if empty else {})
         self.stems = [f"{k:06d}" for k, _, _ in bounds]
 
     def _slices(self, first: int, last: int, step: int) -> Iterator[np.ndarray]:
@@ -364,7 +364,9 @@ class EventFileSource(FrameSource):
         total = (last - first) // width + 1
         counts = np.zeros(total, np.int64)
         for times in self._slices(first, last, width * max(1, _SCAN_US // width)):
-            counts += np.bincount((times - first) // width, minlength=total)
+            if len(times):
+                index = (times - first) // width
+                counts[index.min():index.max() + 1] += np.bincount(index - index.min())
         kept = np.flatnonzero(counts)
         return [(int(k), first + int(k) * width, first + (int(k) + 1) * width) for k in kept], total - len(kept)
 
