@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fuse.events.readers import EVENT_DTYPE, EventFileError, EventReader, ReaderFormat, register_reader, window_of
+from fuse.events.readers import (EVENT_DTYPE, EventFileError, EventReader, Piece, ReaderFormat, register_reader,
+                                 window_of)
 
 __all__ = ["Aedat4Reader"]
 
@@ -79,7 +80,7 @@ class Aedat4Reader(EventReader):
         self._frames_id = frames[0] if frames else None
         self._packets: list[_Packet] | None = None
         self._cursor: tuple[Iterator[dict], int] | None = None  # decoder and the ordinal of its next packet
-        self._recent: dict[int, np.ndarray] = {}  # packets the last window decoded, by ordinal
+        self._recent: dict[int, Piece] = {}  # packets the last window decoded, by ordinal
 
     def _read(self, decoder) -> Iterator[tuple[int, dict]]:
         """``(ordinal, packet)`` of every packet, with decoding errors as EventFileErrors."""
@@ -116,7 +117,7 @@ class Aedat4Reader(EventReader):
                     t = packet["events"]["t"]
                     packets.append(_Packet(ordinal, len(t), int(t.min()), int(t.max())))
                     if kept + len(t) <= KEEP_EVENTS:
-                        self._recent[ordinal] = self._converted(packet["events"])
+                        self._recent[ordinal] = Piece.of(self._converted(packet["events"]))
                         kept += len(t)
             self._packets = packets
         return self._packets
@@ -141,7 +142,7 @@ class Aedat4Reader(EventReader):
             packets, _ = self._cursor
             for ordinal, packet in packets:
                 if ordinal in needed:
-                    decoded[ordinal] = self._converted(packet["events"])
+                    decoded[ordinal] = Piece.of(self._converted(packet["events"]))
                 if ordinal == missing[-1]:
                     break
             self._cursor = (packets, missing[-1] + 1)

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from fuse.events.evt import Evt2State, Evt3State, decode_evt2, decode_evt3
-from fuse.events.readers import EVENT_DTYPE, EventFileError, EventReader, ReaderFormat, register_reader, window_of
+from fuse.events.readers import EVENT_DTYPE, EventFileError, EventReader, Piece, ReaderFormat, register_reader, window_of
 
 __all__ = ["RawReader", "DatReader", "SENSOR_SIZES", "read_header"]
 
-# Words decoded per chunk of a RAW file: 2-4 MiB of words, ~1e6 events, a few tens of MiB of temporaries.
-CHUNK_WORDS = 1 << 20
+# Words decoded per chunk of a RAW file: 1-2 MiB of words, up to ~5e5 events, under ~100 MB of temporaries.
+CHUNK_WORDS = 1 << 19
 
 # (height, width) of Prophesee sensors, by the camera-plugin name's sensor part (older RAW headers
 # name no geometry). Longest names first, so "gen41" is not taken for "gen4".
@@ -131,7 +131,7 @@ class RawReader(EventReader):
         self._words = np.memmap(self.path, dtype=self._format.word, mode="r", offset=self._data_start,
                                 shape=((self.path.stat().st_size - self._data_start) // np.dtype(self._format.word).itemsize,))
         self._chunks: list[_Chunk] | None = None
-        self._recent: dict[int, np.ndarray] = {}  # chunks the last window decoded
+        self._recent: dict[int, Piece] = {}  # chunks the last window decoded
 
     def _decode(self, chunk: int, state: object) -> tuple[np.ndarray, object]:
         start = chunk * CHUNK_WORDS
@@ -146,10 +146,11 @@ class RawReader(EventReader):
                 f"re-export it from the camera software")
         return events, state
 
-    def _decoded(self, chunks: list[int]) -> list[np.ndarray]:
-        """Events of the given chunks; those of the previous call are reused (consecutive windows share chunks)."""
+    def _decoded(self, chunks: list[int]) -> list[Piece]:
+        """The given chunks decoded; those of the previous call are reused (consecutive windows share chunks)."""
         index = self._index()
-        decoded = {k: self._recent[k] if k in self._recent else self._decode(k, index[k].state)[0] for k in chunks}
+        decoded = {k: self._recent[k] if k in self._recent else Piece.of(self._decode(k, index[k].state)[0])
+                   for k in chunks}
         self._recent = decoded
         return [decoded[k] for k in chunks]
 
@@ -163,7 +164,7 @@ class RawReader(EventReader):
                 chunks.append(_Chunk(state, len(events),
                                      int(t.min()) if len(t) else 0, int(t.max()) if len(t) else -1))
                 state = next_state
-                self._recent = {k: events}  # the last chunk: a file of one chunk is then decoded once
+                self._recent = {k: Piece.of(events)}  # the last chunk: a file of one chunk is then decoded once
             self._chunks = chunks
         return self._chunks
 

@@ -38,7 +38,7 @@ import numpy as np
 from fuse.errors import RecordingError
 
 __all__ = ["EVENT_DTYPE", "EventFileError", "EventReader", "ReaderFormat", "register_reader", "reader_formats",
-           "open_events", "read_events", "as_columns", "empty_events", "window_of"]
+           "open_events", "read_events", "as_columns", "empty_events", "Piece", "window_of"]
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "i1")])
 
@@ -206,20 +206,35 @@ def empty_events() -> np.ndarray:
     return np.empty(0, EVENT_DTYPE)
 
 
-def window_of(parts: list[np.ndarray], t_start_us: int, t_end_us: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Piece:
+    """A decoded piece of a file (a chunk, a packet) as readers keep it between windows: its events,
+    their times as a contiguous array (binary search on the strided field of a packed record array
+    would copy it on every call) and whether they are in time order."""
+
+    events: np.ndarray
+    times: np.ndarray
+    ordered: bool
+
+    @classmethod
+    def of(cls, events: np.ndarray) -> "Piece":
+        times = np.ascontiguousarray(events["t"])
+        return cls(events, times, bool(np.all(times[1:] >= times[:-1])))
+
+
+def window_of(parts: list[Piece], t_start_us: int, t_end_us: int) -> np.ndarray:
     """The events of ``parts`` (consecutive decoded pieces of a file) with ``t_start_us <= t < t_end_us``,
     in time order (file order among equal times).
 
-    For readers that decode a file in pieces (chunks, packets). Why not boolean masks, ``np.concatenate``
-    and ``argsort`` throughout: on the packed 13-byte records of :data:`EVENT_DTYPE` those copy field by
-    field, several times slower than slicing sorted pieces and joining them as raw records."""
+    For readers that decode a file in pieces. Why not boolean masks, ``np.concatenate`` and ``argsort``
+    throughout: on the packed 13-byte records of :data:`EVENT_DTYPE` those copy field by field,
+    several times slower than slicing ordered pieces and joining them as raw records."""
     pieces = []
-    for events in parts:
-        t = events["t"]
-        if np.all(t[1:] >= t[:-1]):
-            pieces.append(events[np.searchsorted(t, t_start_us):np.searchsorted(t, t_end_us)])
+    for part in parts:
+        if part.ordered:
+            pieces.append(part.events[np.searchsorted(part.times, t_start_us):np.searchsorted(part.times, t_end_us)])
         else:
-            pieces.append(events[(t >= t_start_us) & (t < t_end_us)])
+            pieces.append(part.events[(part.times >= t_start_us) & (part.times < t_end_us)])
     if not pieces:
         return empty_events()
     raw = (np.void, EVENT_DTYPE.itemsize)
