@@ -9,7 +9,8 @@ table) but weighs 56 MB. ``aedat`` decodes packets in file order only, so the re
   range (the index);
 * reads a window by decoding from the start of the file, or, for windows in time order (what
   ``infer`` and the DSI builder ask for), by going on from where the previous window stopped;
-  packets of the previous window are kept, so windows sharing a packet decode it once.
+  decoded packets not yet behind the windows are kept (those of the previous window, and the
+  first ones the index pass decoded), so no packet is decoded twice in a sweep.
 
 The first event stream of the file is read (stereo files: the first camera); frames come from
 its first frame stream, if any.
@@ -22,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fuse.events.readers import (EVENT_DTYPE, EventFileError, EventReader, Piece, ReaderFormat, register_reader,
-                                 window_of)
+from fuse.events.readers import (EVENT_DTYPE, KEEP_EVENTS, EventFileError, EventReader, Piece, ReaderFormat,
+                                 kept_pieces, register_reader, window_of)
 
 __all__ = ["Aedat4Reader"]
 
 MAGIC = b"#!AER-DAT"
-# Events the index pass keeps decoded (about 26 MB).
-KEEP_EVENTS = 1 << 21
 
 
 def _decoder(path: Path):
@@ -80,7 +79,7 @@ class Aedat4Reader(EventReader):
         self._frames_id = frames[0] if frames else None
         self._packets: list[_Packet] | None = None
         self._cursor: tuple[Iterator[dict], int] | None = None  # decoder and the ordinal of its next packet
-        self._recent: dict[int, Piece] = {}  # packets the last window decoded, by ordinal
+        self._recent: dict[int, Piece] = {}  # decoded packets kept for the next windows, by ordinal
 
     def _read(self, decoder) -> Iterator[tuple[int, dict]]:
         """``(ordinal, packet)`` of every packet, with decoding errors as EventFileErrors."""
@@ -108,8 +107,8 @@ class Aedat4Reader(EventReader):
         return events
 
     def _index(self) -> list[_Packet]:
-        """The event packets; the first :data:`KEEP_EVENTS` events stay decoded for the first window
-        (so a small file, read whole, is decoded once)."""
+        """The event packets; the first :data:`~fuse.events.readers.KEEP_EVENTS` events stay decoded
+        for the first windows (so a small file, read whole, is decoded once)."""
         if self._packets is None:
             packets, kept = [], 0
             for ordinal, packet in self._read(_decoder(self.path)):
@@ -146,7 +145,7 @@ class Aedat4Reader(EventReader):
                 if ordinal == missing[-1]:
                     break
             self._cursor = (packets, missing[-1] + 1)
-        self._recent = decoded
+        self._recent = kept_pieces(self._recent, decoded)
         return window_of([decoded[ordinal] for ordinal in wanted], t_start_us, t_end_us)
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]] | None:

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from fuse.events.evt import Evt2State, Evt3State, decode_evt2, decode_evt3
-from fuse.events.readers import EVENT_DTYPE, EventFileError, EventReader, Piece, ReaderFormat, register_reader, window_of
+from fuse.events.readers import (EVENT_DTYPE, KEEP_EVENTS, EventFileError, EventReader, Piece, ReaderFormat,
+                                 kept_pieces, register_reader, window_of)
 
 __all__ = ["RawReader", "DatReader", "SENSOR_SIZES", "read_header"]
 
@@ -128,10 +129,11 @@ class RawReader(EventReader):
         self.encoding = encoding
         self._format = _ENCODINGS[encoding]
         self.sensor_size = _raw_sensor_size(self.path, fields)
+        word_bytes = np.dtype(self._format.word).itemsize
         self._words = np.memmap(self.path, dtype=self._format.word, mode="r", offset=self._data_start,
-                                shape=((self.path.stat().st_size - self._data_start) // np.dtype(self._format.word).itemsize,))
+                                shape=((self.path.stat().st_size - self._data_start) // word_bytes,))
         self._chunks: list[_Chunk] | None = None
-        self._recent: dict[int, Piece] = {}  # chunks the last window decoded
+        self._recent: dict[int, Piece] = {}  # decoded chunks kept for the next windows
 
     def _decode(self, chunk: int, state: object) -> tuple[np.ndarray, object]:
         start = chunk * CHUNK_WORDS
@@ -142,29 +144,33 @@ class RawReader(EventReader):
             bad = events[np.flatnonzero(outside)[0]]
             raise EventFileError(
                 f"{self.path}: event at x={bad['x']}, y={bad['y']} outside the {width}x{height} sensor near byte "
-                f"{self._data_start + start * self._words.itemsize}: the file is corrupt or not {self.encoding.upper()}; "
-                f"re-export it from the camera software")
+                f"{self._data_start + start * self._words.itemsize}: the file is corrupt or not "
+                f"{self.encoding.upper()}; re-export it from the camera software")
         return events, state
 
     def _decoded(self, chunks: list[int]) -> list[Piece]:
-        """The given chunks decoded; those of the previous call are reused (consecutive windows share chunks)."""
+        """The given chunks decoded; kept ones are reused (consecutive windows share chunks)."""
         index = self._index()
         decoded = {k: self._recent[k] if k in self._recent else Piece.of(self._decode(k, index[k].state)[0])
                    for k in chunks}
-        self._recent = decoded
+        self._recent = kept_pieces(self._recent, decoded)
         return [decoded[k] for k in chunks]
 
     def _index(self) -> list[_Chunk]:
-        """Decode the file once, chunk by chunk, keeping each chunk's start state and time range."""
+        """Decode the file once, chunk by chunk, keeping each chunk's start state and time range; the
+        first :data:`~fuse.events.readers.KEEP_EVENTS` events stay decoded for the first window (so a
+        small file, read whole, is decoded once)."""
         if self._chunks is None:
-            chunks, state = [], self._format.initial
+            chunks, state, kept = [], self._format.initial, 0
             for k in range((len(self._words) + CHUNK_WORDS - 1) // CHUNK_WORDS):
                 events, next_state = self._decode(k, state)
-                t = events["t"]
-                chunks.append(_Chunk(state, len(events),
-                                     int(t.min()) if len(t) else 0, int(t.max()) if len(t) else -1))
+                piece = Piece.of(events)
+                t_min, t_max = (int(piece.times.min()), int(piece.times.max())) if len(events) else (0, -1)
+                chunks.append(_Chunk(state, len(events), t_min, t_max))
                 state = next_state
-                self._recent = {k: Piece.of(events)}  # the last chunk: a file of one chunk is then decoded once
+                if kept + len(events) <= KEEP_EVENTS:
+                    self._recent[k] = piece
+                    kept += len(events)
             self._chunks = chunks
         return self._chunks
 
@@ -206,8 +212,8 @@ class DatReader(EventReader):
         event_type, event_size = head[start], head[start + 1]
         if event_size != _DAT_RECORD.itemsize:
             raise EventFileError(
-                f"{self.path}: DAT events of {event_size} bytes (type {event_type}); fuse reads 8-byte change-detection "
-                f"events: export CD events to DAT with Metavision")
+                f"{self.path}: DAT events of {event_size} bytes (type {event_type}); fuse reads 8-byte "
+                f"change-detection events: export CD events to DAT with Metavision")
         size = self.path.stat().st_size - start - 2
         self._records = np.memmap(self.path, dtype=_DAT_RECORD, mode="r", offset=start + 2,
                                   shape=(size // _DAT_RECORD.itemsize,))
@@ -265,5 +271,6 @@ register_reader(ReaderFormat(
     (".raw",), RawReader))
 register_reader(ReaderFormat(
     "prophesee_dat", "Prophesee DAT",
-    lambda path, head: path.suffix.lower() == ".dat" and head.startswith(b"%") and _raw_encoding(read_header(head)[0]) is None,
+    lambda path, head: (path.suffix.lower() == ".dat" and head.startswith(b"%")
+                        and _raw_encoding(read_header(head)[0]) is None),
     (".dat",), DatReader))

@@ -38,7 +38,8 @@ import numpy as np
 from fuse.errors import RecordingError
 
 __all__ = ["EVENT_DTYPE", "EventFileError", "EventReader", "ReaderFormat", "register_reader", "reader_formats",
-           "open_events", "read_events", "as_columns", "empty_events", "Piece", "window_of"]
+           "open_events", "read_events", "as_columns", "empty_events", "KEEP_EVENTS", "Piece", "kept_pieces",
+           "window_of"]
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "i1")])
 
@@ -91,7 +92,8 @@ class EventReader(abc.ABC):
         return columns[(columns[:, 0] >= start_s) & (columns[:, 0] <= stop_s)]
 
     def frames(self) -> Iterator[tuple[int, np.ndarray]] | None:
-        """``(t_us, image)`` pairs (uint8, H×W gray or H×W×3) in time order, or None when the file holds no frames."""
+        """``(t_us, image)`` pairs (uint8, H×W gray or H×W×3 RGB) in time order, or None when the file
+        holds no frames."""
         return None
 
     def close(self) -> None:
@@ -206,6 +208,10 @@ def empty_events() -> np.ndarray:
     return np.empty(0, EVENT_DTYPE)
 
 
+# Events a reader's index pass keeps decoded for the first window (about 40 MB with their times).
+KEEP_EVENTS = 1 << 21
+
+
 @dataclass(frozen=True)
 class Piece:
     """A decoded piece of a file (a chunk, a packet) as readers keep it between windows: its events,
@@ -220,6 +226,15 @@ class Piece:
     def of(cls, events: np.ndarray) -> "Piece":
         times = np.ascontiguousarray(events["t"])
         return cls(events, times, bool(np.all(times[1:] >= times[:-1])))
+
+
+def kept_pieces(recent: dict[int, Piece], window: dict[int, Piece]) -> dict[int, Piece]:
+    """What a reader keeps decoded after a window: the window's pieces and the kept ones after them
+    (windows come in time order, so those are what the next windows read); earlier ones go."""
+    if not window:
+        return recent
+    first = min(window)
+    return {k: piece for k, piece in sorted({**recent, **window}.items()) if k >= first}
 
 
 def window_of(parts: list[Piece], t_start_us: int, t_end_us: int) -> np.ndarray:
