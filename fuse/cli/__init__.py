@@ -35,6 +35,8 @@ for _command in (
     Command("eval", "fuse.cli.evaluate", "evaluate predictions against ground truth (a registered protocol)"),
     Command("infer", "fuse.cli.infer", "predict depth maps, colored PNGs and panels"),
     Command("convert", "fuse.cli.convert", "convert an upstream FUSE / stage-1 / DA-V2 file into this project's format"),
+    Command("export", "fuse.cli.export", "export a checkpoint to ONNX or TorchScript for one input size, verified "
+            "against PyTorch"),
     Command("compare", "fuse.cli.compare", "several methods on the same frames: one protocol, degradations, costs, "
             "panels"),
 ):
