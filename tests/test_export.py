@@ -205,3 +205,22 @@ def test_torchscript_export(tmp_path, capsys):
     inputs = random_inputs(signature, 3, seed=9)
     with torch.inference_mode():
         assert relative_l2(loaded(*inputs), model.eval()(*inputs)) <= TOLERANCE
+
+
+def test_infer_runtime_onnx_matches_torch(tmp_path, capsys):
+    """``infer --runtime onnx``: exported in memory for the run's input size, outputs as the torch runtime's."""
+    from tests.test_inference import SIZE, tiny_model, write_split
+
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_model())
+    split = write_split(tmp_path / "data")
+    common = ["infer", "--checkpoint", str(checkpoint), "--split", str(split), "--dataset", "mvsec", "--size",
+              str(SIZE), "--device", "cpu", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "torch")]) == 0
+    assert main([*common, "--out", str(tmp_path / "onnx"), "--runtime", "onnx", "--batch-size", "2"]) == 0
+    assert "onnx: exported fuse for 70x98 inputs" in capsys.readouterr().err
+    for path in sorted((tmp_path / "torch" / "depth").glob("*.npy")):
+        assert relative_l2(np.load(tmp_path / "onnx" / "depth" / path.name), np.load(path)) <= TOLERANCE
+    assert main([*common, "--out", str(tmp_path / "bf16"), "--runtime", "onnx", "--precision", "bf16"]) == 2
+    assert "--runtime onnx runs on the CPU in float32" in capsys.readouterr().err
+    assert not (tmp_path / "bf16").exists()

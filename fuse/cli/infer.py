@@ -15,6 +15,7 @@ from fuse.data.constants import DATASETS
 from fuse.errors import UsageError
 from fuse.evaluate.inference import PRECISIONS, EventWindows
 from fuse.evaluate.prediction import FALLBACK_SIZE, MIN_SIZE, PredictionRequest, predict_to_folder
+from fuse.export.runtime import RUNTIMES
 from fuse.layers.dpt import HEAD_KINDS
 
 
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32 (faithful, default) or bf16 (a bfloat16 copy of the weights: faster, "
                              "relative depth error ~3e-3, see BENCHMARKS.md)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="torch (default); onnx: exported for the run's input size and run by onnxruntime "
+                             "(CPU, fp32; docs/export.md)" + (", compile: torch.compile" if "compile" in RUNTIMES else ""))
     parser.add_argument("--mp4", action="store_true", help="also write OUT/panels.mp4")
     parser.add_argument("--fps", type=positive_float, default=10.0, help="frame rate of panels.mp4")
     parser.add_argument("--limit", type=positive_int, default=None, help="only the first N frames")
@@ -64,7 +68,7 @@ def request_from(args: argparse.Namespace) -> PredictionRequest:
     return PredictionRequest(
         checkpoint=args.checkpoint, split=args.split, recording=args.recording, events=event_windows(args),
         out=args.out, out_root=args.out_root,
-        dataset=args.dataset, size=args.size, precision=args.precision, device=args.device,
+        dataset=args.dataset, size=args.size, precision=args.precision, device=args.device, runtime=args.runtime,
         batch_size=args.batch_size, limit=args.limit, head=args.head, max_depth=args.max_depth,
         overwrite=args.overwrite, mp4=args.mp4, fps=args.fps, progress=not args.no_progress)
 

@@ -34,6 +34,7 @@ from fuse.atomic import check_writable, remove_stale_temps, save_npy_atomic
 from fuse.data.constants import DatasetInfo, dataset_info
 from fuse.evaluate.inference import EventWindows, Frame, FrameRef, FrameSource, open_frame_source, predict
 from fuse.events.mvsec import recording_paths
+from fuse.export.runtime import runtime_model
 from fuse.evaluate.visualize import (
     Mp4Writer,
     colorize_depth,
@@ -68,6 +69,7 @@ class PredictionRequest:
     size: int | None = None
     precision: str = "fp32"
     device: str = "auto"
+    runtime: str = "torch"  # fuse.export.runtime.RUNTIMES
     batch_size: int = 4
     limit: int | None = None
     head: str | None = None
@@ -182,7 +184,7 @@ def identity(request: PredictionRequest, config: ModelSettings, settings: Settin
                     zip(("data", "gt"), recording_paths(request.recording))})
     return {"checkpoint_sha256": file_sha256(request.checkpoint), "model": config.to_dict(),
             "input_size": settings.size, "precision": request.precision, "dataset": settings.dataset,
-            "source": source}
+            "source": source, **({"runtime": request.runtime} if request.runtime != "torch" else {})}
 
 
 def default_out(request: PredictionRequest, made_by: dict) -> Path:
@@ -270,6 +272,7 @@ def predict_to_folder(request: PredictionRequest) -> InferResult:
     info = dataset_info(settings.dataset)
     _note_unrecorded_scale(request, layout, model.config, info)
     metric = model.config.head == "metric"
+    network = runtime_model(model, request.runtime, device, request.precision)
     started = time.perf_counter()
     with ExitStack() as stack:
         source = stack.enter_context(open_frame_source(request.split, request.recording, request.events,
@@ -289,7 +292,7 @@ def predict_to_folder(request: PredictionRequest) -> InferResult:
                 video = _start_outputs(folder, stack, request)
             panels = {}
             if frames:
-                predictions = predict(model, [f.image for f in frames], [f.voxel for f in frames], settings.size,
+                predictions = predict(network, [f.image for f in frames], [f.voxel for f in frames], settings.size,
                                       precision=request.precision)
                 panels = {frame.stem: _write_frame(frame, prediction, paths[frame.stem], metric, info)
                           for frame, prediction in zip(frames, predictions)}
