@@ -56,7 +56,7 @@ from fuse.errors import ConfigError, EvalInputError, UsageError
 from fuse.evaluate import charts
 from fuse.evaluate.inference import Frame, FrameSource, RecordingSource, SplitSource, network_inputs, predict
 from fuse.evaluate.metrics import median_depth
-from fuse.evaluate.prediction import PredictionRequest, load_for_prediction
+from fuse.evaluate.prediction import PredictionRequest, load_for_prediction, resolve_device
 from fuse.evaluate.protocols import evaluate_pairs, protocol_named
 from fuse.evaluate.visualize import Mp4Writer, colorize_depth, colorize_voxel, image_to_bgr, make_panel, \
     write_png_atomic
@@ -455,11 +455,13 @@ def prediction_folders(spec: CompareSpec, method: MethodSpec) -> MethodRun:
 
 
 def constant_maps(spec: CompareSpec, method: MethodSpec, targets: dict[str, Files], out: Path) -> MethodRun:
-    """The constant baseline: the training split's median depth at every pixel of every frame."""
+    """The constant baseline: the training split's median depth at every pixel of every frame of the
+    split and recording sequences (a ground-truth folder may be another scene)."""
     median = median_depth(method.median_of, spec.dataset)
+    runnable = [sequence.name for sequence in spec.sequences if sequence.runnable]
     files = {(name, CLEAN): {stem: save_npy_atomic(out / "predictions" / method.name / name / CLEAN / f"{stem}.npy",
                                                    np.full(np.load(target).shape, median, np.float32))
-                             for stem, target in frames.items()} for name, frames in targets.items()}
+                             for stem, target in targets[name].items()} for name in runnable}
     return MethodRun(method.name, "constant", f"median {median:.2f} m of {method.median_of}", parameters=0, files=files)
 
 
@@ -544,7 +546,7 @@ def markdown(spec: CompareSpec, runs: Sequence[MethodRun]) -> str:
         scored = [run for run in runs if run.score(sequence.name, CLEAN, spec.protocol)]
         if not scored:
             continue
-        frames = scored[0].score(sequence.name, CLEAN, spec.protocol).get("frames")
+        frames = max(run.score(sequence.name, CLEAN, spec.protocol).get("frames") or 0 for run in scored)
         lines += [f"## {sequence.name} ({frames} frames)", ""]
         for key, protocol in _protocol_keys(spec, runs, sequence.name):
             columns = protocol_named(protocol).columns_for(spec.dataset)
@@ -577,9 +579,10 @@ def markdown(spec: CompareSpec, runs: Sequence[MethodRun]) -> str:
                     lines.append("")
     lines += ["Costs: parameters of the network; GFLOPs of one forward pass at the evaluated input size "
               "(torch.utils.flop_counter: matmuls and convolutions); images/s of the clean runs' forward passes "
-              f"on {spec.device} (batch {spec.batch_size}, {spec.precision}), in this run. Methods given as "
-              "prediction folders were run by their own commands: no costs, no degraded conditions. "
-              f"'{COMMON}': scored only where every method has a depth (when some maps are sparse)."]
+              f"on {resolve_device(spec.device)} (batch {spec.batch_size}, {spec.precision}), in this run. Methods "
+              "given as prediction folders were run by their own commands: no costs, no degraded conditions; the "
+              f"constant baseline runs on the split and recording sequences. '{COMMON}': scored only where every "
+              "method has a depth (when some maps are sparse)."]
     return "\n".join(lines) + "\n"
 
 
