@@ -23,6 +23,7 @@ SCRIPTS = {
     "train": ["bench_train.py"],
     "derdnet": ["bench_derdnet.py"],
     "aimdepth": ["bench_aimdepth.py"],
+    "iid_rdepth": ["bench_iid_rdepth.py"],
     "gpu": ["bench_model.py", "--device", "cuda"],
 }
 
