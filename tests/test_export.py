@@ -224,3 +224,28 @@ def test_infer_runtime_onnx_matches_torch(tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "bf16"), "--runtime", "onnx", "--precision", "bf16"]) == 2
     assert "--runtime onnx runs on the CPU in float32" in capsys.readouterr().err
     assert not (tmp_path / "bf16").exists()
+
+
+def test_infer_runtime_compile_compiles_the_bf16_copy(tmp_path, monkeypatch, capsys):
+    """``infer --runtime compile``: the model ``predict`` runs is the compiled one, for bf16 the compiled
+    bfloat16 copy (dynamo's eager backend here: inductor's compilation takes a minute on this CPU)."""
+    import fuse.export.runtime as runtime
+    from tests.test_inference import SIZE, tiny_model, write_split
+
+    compiled_dtypes = []
+
+    def compiled(model):
+        compiled_dtypes.append(next(model.parameters()).dtype)
+        return torch.compile(model, backend="eager")
+
+    monkeypatch.setattr(runtime, "compiled", compiled)
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, tiny_model("depth_anything_v2"))  # one thread of work: quick to trace
+    split = write_split(tmp_path / "data")
+    common = ["infer", "--checkpoint", str(checkpoint), "--split", str(split), "--dataset", "mvsec", "--size",
+              str(SIZE), "--device", "cpu", "--no-progress", "--precision", "bf16"]
+    assert main([*common, "--out", str(tmp_path / "torch")]) == 0
+    assert main([*common, "--out", str(tmp_path / "compile"), "--runtime", "compile"]) == 0
+    assert compiled_dtypes == [torch.bfloat16]
+    for path in sorted((tmp_path / "torch" / "depth").glob("*.npy")):
+        np.testing.assert_allclose(np.load(tmp_path / "compile" / "depth" / path.name), np.load(path), rtol=1e-3)
