@@ -87,20 +87,30 @@ class DPTHead(nn.Module):
         # are fastest for these channel counts (no per-call weight or activation reorders).
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, features: Sequence[torch.Tensor], grid_h: int, grid_w: int) -> torch.Tensor:
-        """``features``: four (B, grid_h*grid_w, C) token maps. Returns (B, 14*grid_h, 14*grid_w)."""
+    def skips(self, features: Sequence[torch.Tensor], grid_h: int, grid_w: int) -> list[torch.Tensor]:
+        """The four skip maps l1..l4 (finest first) of (B, grid_h*grid_w, C) token maps: projection,
+        resize and ``layerN_rn`` of each tap. Methods that change the decoder between the skips and
+        the output (IID-RDepth) call the parts: ``skips``, the refinenets, ``depth_from``."""
         maps = []
         for tokens, project, resize in zip(features, self.projects, self.resize_layers):
             # A channels-last view of the tokens, no copy.
             x = tokens.reshape(tokens.shape[0], grid_h, grid_w, tokens.shape[-1]).permute(0, 3, 1, 2)
             maps.append(resize(project(x)))
+        return [getattr(self.scratch, f"layer{i}_rn")(m) for i, m in enumerate(maps, start=1)]
+
+    def depth_from(self, path: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+        """The output convolutions on the finest refinenet's map: (B, 14*grid_h, 14*grid_w)."""
         s = self.scratch
-        l1, l2, l3, l4 = (getattr(s, f"layer{i}_rn")(m) for i, m in enumerate(maps, start=1))
-        path = s.refinenet4(l4, size=l3.shape[2:])
-        path = s.refinenet3(path, l3, size=l2.shape[2:])
-        path = s.refinenet2(path, l2, size=l1.shape[2:])
-        path = s.refinenet1(path, l1)
         out = s.output_conv1(path)
         out = F.interpolate(out, (grid_h * PATCH_SIZE, grid_w * PATCH_SIZE), mode="bilinear", align_corners=True)
         out = s.output_conv2(out).squeeze(1)
         return out * self.max_depth if self.kind == "metric" else out
+
+    def forward(self, features: Sequence[torch.Tensor], grid_h: int, grid_w: int) -> torch.Tensor:
+        """``features``: four (B, grid_h*grid_w, C) token maps. Returns (B, 14*grid_h, 14*grid_w)."""
+        l1, l2, l3, l4 = self.skips(features, grid_h, grid_w)
+        s = self.scratch
+        path = s.refinenet4(l4, size=l3.shape[2:])
+        path = s.refinenet3(path, l3, size=l2.shape[2:])
+        path = s.refinenet2(path, l2, size=l1.shape[2:])
+        return self.depth_from(s.refinenet1(path, l1), grid_h, grid_w)

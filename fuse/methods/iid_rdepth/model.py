@@ -162,13 +162,6 @@ def _tokens(maps: torch.Tensor) -> torch.Tensor:
     return maps.permute(0, 2, 3, 1).reshape(maps.shape[0], -1, maps.shape[1])
 
 
-def reassemble(head: DPTHead, features: Sequence[torch.Tensor], grid: tuple[int, int]) -> list[torch.Tensor]:
-    """The DPT head's skips l1..l4 (finest first): projection, resize and ``layerN_rn`` of each tap."""
-    maps = [resize(project(_maps(tokens, grid))) for tokens, project, resize in
-            zip(features, head.projects, head.resize_layers)]
-    return [getattr(head.scratch, f"layer{i}_rn")(m) for i, m in enumerate(maps, start=1)]
-
-
 def skip_sizes(grid: tuple[int, int]) -> list[tuple[int, int]]:
     """Spatial sizes of the DPT skips l1..l4 for a token grid (x4, x2, x1 and a stride-2 conv)."""
     h, w = grid
@@ -262,7 +255,7 @@ class IIDRDepth(nn.Module):
             raise UsageError(f"the right-camera auxiliary view takes RGB images (B, 3, H, W), got {tuple(aux.shape)}")
         with torch.no_grad():  # the figure's dashed arrows: the same frozen encoder (and reassembly)
             aux_grid = (aux.shape[-2] // PATCH_SIZE, aux.shape[-1] // PATCH_SIZE)
-            skips = reassemble(self.base.depth_head, self.image_encoder.forward_features(aux), aux_grid)
+            skips = self.base.depth_head.skips(self.image_encoder.forward_features(aux), *aux_grid)
         return [skips[level - 1] for level in levels]
 
     # ------------------------------------------------------------------ the plug-in's parts
@@ -311,18 +304,14 @@ class IIDRDepth(nn.Module):
                aux_maps: list[torch.Tensor] | None) -> torch.Tensor:
         """The DPT head with AV-LFE on its skips and the invertible fine stages."""
         head = self.base.depth_head
-        skips = reassemble(head, features, grid)
+        skips = head.skips(features, *grid)
         if aux_maps is not None:
             for level, module, aux in zip(self.config.aux_levels, self.av_lfe, aux_maps):
                 skips[level - 1] = module(skips[level - 1], aux)
         path = self._refine(4, skips[3], None, skips[2].shape[2:])
         path = self._refine(3, path, skips[2], skips[1].shape[2:])
         path = self._refine(2, path, skips[1], skips[0].shape[2:])
-        path = self._refine(1, path, skips[0], None)
-        out = head.scratch.output_conv1(path)
-        out = F.interpolate(out, (grid[0] * PATCH_SIZE, grid[1] * PATCH_SIZE), mode="bilinear", align_corners=True)
-        out = head.scratch.output_conv2(out).squeeze(1)
-        return out * head.max_depth if head.kind == "metric" else out
+        return head.depth_from(self._refine(1, path, skips[0], None), *grid)
 
     def forward(self, image: torch.Tensor, events: torch.Tensor | None = None, aux: torch.Tensor | None = None,
                 return_features: bool = False):
