@@ -32,7 +32,7 @@ def export_torchscript(model: nn.Module, out: str | os.PathLike, height: int, wi
     at two batch sizes, then write it atomically (``ExportError`` and nothing written if it differs)."""
     out = Path(out)
     check_export_size(height, width)
-    check_writable(out.parent)
+    check_writable(out.parent, create=False)
     started = time.perf_counter()
     model, fixed, signature, _ = prepare(model, height, width)
     with one_thread(), torch.no_grad(), warnings.catch_warnings(), model_refusals(signature):
