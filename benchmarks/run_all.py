@@ -24,6 +24,7 @@ SCRIPTS = {
     "derdnet": ["bench_derdnet.py"],
     "aimdepth": ["bench_aimdepth.py"],
     "iid_rdepth": ["bench_iid_rdepth.py"],
+    "export": ["bench_export.py"],
     "gpu": ["bench_model.py", "--device", "cuda"],
 }
 
