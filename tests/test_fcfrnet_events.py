@@ -43,7 +43,8 @@ def events(tmp_path_factory, one_thread) -> Path:
     for split, windows in (("train", "even"), ("val", "odd")):
         common = ["fcfrnet-from-events", "--recording", str(root / "room"), "--prepared", str(root / "prep"),
                   "--infer", str(root / "infer"), "--root", str(root / "kitti"), "--split", split, "--windows", windows]
-        scored = ["--nn-out", str(root / "nn"), "--gt-out", str(root / "gt")] if split == "val" else []
+        scored = ["--nn-out", str(root / "nn"), "--gt-out", str(root / "gt"), "--sparse-out",
+                  str(root / "sparse")] if split == "val" else []
         assert main([*common, *scored]) == 0
         assert main([*common, "--sparse", "none", "--folder", "no_depth"]) == 0
         assert main([*common, "--sparse", "gt", "--folder", "gt_points"]) == 0
@@ -90,6 +91,8 @@ def test_tree_pairs_each_window_with_the_nearest_image_and_its_depth(events):
     assert filled.shape == CROP and (filled > 0).all()
     np.testing.assert_allclose(filled, bottom_crop(nearest_fill(sample.sparse), CROP), atol=1 / 512 + 1e-6)  # unrounded
     np.testing.assert_array_equal(np.load(events / "gt" / f"{frame.name}.npy"), bottom_crop(gt, CROP))
+    np.testing.assert_array_equal(np.load(events / "sparse" / f"{frame.name}.npy"),
+                                  bottom_crop(np.where(points & (depth > 0), depth, np.nan), CROP))
 
 
 def test_nearest_fill_takes_the_nearest_point():

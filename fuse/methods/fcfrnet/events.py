@@ -5,7 +5,7 @@ FCFR-Net's sparse input, on MVSEC-format recordings.
     python -m fuse derdnet-infer --prepared PREP --argmax --out INFER      # or --checkpoint C
     python -m fuse fcfrnet-from-events --recording DIR/NAME --prepared PREP --infer INFER \\
         --root KITTI --split train --windows even [--sparse derdnet|gt|none] [--folder velodyne_raw] \\
-        [--nn-out DIR] [--gt-out DIR]
+        [--nn-out DIR] [--gt-out DIR] [--sparse-out DIR]
 
 writes one KITTI depth-completion frame per window of ``derdnet-infer``'s output, in the layout
 ``kitti.py`` reads (drive ``<NAME>_sync``, camera ``image_02``, frame = the window index):
@@ -24,7 +24,8 @@ see ``kitti.bottom_crop``'s bottom, horizontally centred crop: by default the la
 the command and passed to training (``fcfrnet.crop``) and ``fcfrnet-predict --crop``. Nothing is
 padded. ``--gt-out`` and ``--nn-out`` write, for that crop, ``<frame name>.npy`` (the names
 ``fcfrnet-predict --out`` gives): the GT (NaN = none) and the nearest-neighbour fill of the sparse
-map, the baseline; ``python -m fuse eval --protocol e2depth --dataset mvsec`` scores them.
+map, the baseline; ``--sparse-out`` the sparse map itself (NaN = no point: DERD-Net's depth, scored on its
+own points); ``python -m fuse eval --protocol e2depth --dataset mvsec`` scores them.
 Every file is written to a temporary name and renamed.
 """
 from __future__ import annotations
@@ -170,7 +171,7 @@ def _load_window(infer: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
 def write_tree(recording: str | Path, prepared: str | Path, infer: str | Path, root: str | Path, split: str,
                windows: str = "all", sparse: str = "derdnet", folder: str = SPARSE,
                crop: tuple[int, int] | None = None, nn_out: str | Path | None = None,
-               gt_out: str | Path | None = None) -> TreeResult:
+               gt_out: str | Path | None = None, sparse_out: str | Path | None = None) -> TreeResult:
     """Write the windows of ``windows`` (even, odd, all) as KITTI frames of ``split`` (module docstring)."""
     if split not in TREE_SPLITS:
         raise UsageError(f"--split is one of {TREE_SPLITS}, got {split!r}")
@@ -188,7 +189,7 @@ def write_tree(recording: str | Path, prepared: str | Path, infer: str | Path, r
     root = Path(root)
     drive = f"{recording_paths(recording)[0].name.removesuffix('_data.hdf5')}_sync"
     base = root / split / drive / "proj_depth"
-    for out in (nn_out, gt_out):
+    for out in (nn_out, gt_out, sparse_out):
         if out is not None:
             check_writable(out)
     if not stems:
@@ -217,6 +218,9 @@ def write_tree(recording: str | Path, prepared: str | Path, infer: str | Path, r
                                 bottom_crop(nearest_fill(values), size).copy())
             if gt_out is not None:
                 save_npy_atomic(Path(gt_out) / f"{frame_name(drive, stem)}.npy", bottom_crop(gt, size).copy())
+            if sparse_out is not None:
+                save_npy_atomic(Path(sparse_out) / f"{frame_name(drive, stem)}.npy",
+                                bottom_crop(np.where(values > 0, values, np.nan), size).copy())
     finally:
         images.close()
     return TreeResult(len(stems), size, drive, max(offsets))
@@ -240,12 +244,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "<frame name>.npy here (the baseline)")
     parser.add_argument("--gt-out", default=None, help="write the GT of the crop as <frame name>.npy here "
                         "(NaN = none; eval --target)")
+    parser.add_argument("--sparse-out", default=None, help="write the sparse input map of the crop as <frame name>.npy "
+                        "here (NaN = no point; DERD-Net's depth scored on its own points)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def run(args: argparse.Namespace) -> int:
     result = write_tree(args.recording, args.prepared, args.infer, args.root, args.split, args.windows, args.sparse,
-                        args.folder, tuple(args.crop) if args.crop else None, args.nn_out, args.gt_out)
+                        args.folder, tuple(args.crop) if args.crop else None, args.nn_out, args.gt_out,
+                        args.sparse_out)
     print(f"wrote {result.frames} frames of drive {result.drive} ({args.sparse} sparse depth in {args.folder}) to "
           f"{Path(args.root) / args.split}; images at most {1000 * result.max_offset_s:.1f} ms from the windows; "
           f"networks: crop {result.crop[0]} {result.crop[1]} (fcfrnet.crop=[{result.crop[0]},{result.crop[1]}], "
