@@ -79,8 +79,8 @@ make day_train "$FRAMES" "$SEED"
 make day_test "$TEST_FRAMES" "$((SEED + 100))"
 make night_test "$TEST_FRAMES" "$((SEED + 100))" --night  # the same street as day_test, at night
 if has derdnet; then  # stereo rooms for DERD-Net: one to train on, another (other boxes, motion) to test on
-  make room_train 44 "$SEED" --scene room --height 72 --width 96
-  make room_test 44 "$((SEED + 1))" --scene room --height 72 --width 96
+  make room_train 40 "$SEED" --scene room --height 72 --width 96
+  make room_test 40 "$((SEED + 1))" --scene room --height 72 --width 96
 fi
 
 step "2/7 preparation with the real MVSEC script -> $processed"
