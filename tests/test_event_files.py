@@ -65,6 +65,13 @@ def test_evt3_sample_decodes_to_the_reference_events_with_the_reference_time_art
     assert jumps.sum() == 11
     np.testing.assert_array_equal(events["t"], reference["t"] - 4096 * np.cumsum(np.r_[0, jumps]))
     assert np.all(np.diff(events["t"]) >= 0)
+    # time_low_wraps reads the file as expelliarmus does: every event of the reference, exactly.
+    with prophesee.RawReader(SAMPLES / "evt3_sample.raw", time_low_wraps=True) as reader:
+        assert reader.time_range() == (int(reference["t"][0]), int(reference["t"][-1]))
+        wrapped = reader.window(*np.add(reader.time_range(), (0, 1)))
+    for field in ("t", "x", "y"):
+        np.testing.assert_array_equal(wrapped[field], reference[field])
+    np.testing.assert_array_equal(wrapped["p"], np.where(reference["p"] > 0, 1, -1))
 
 
 @needs_samples

@@ -98,6 +98,12 @@ class Evt3State:
     y: int = _UNSET
     base_x: int = 0
     polarity: int = 0
+    # time_low_wraps: expelliarmus' reading (its evt3_sample.npy): every time-low value below the previous
+    # one adds 4096 us to all later events, also where a time-high word already advanced the time (so such
+    # a wrap counts twice); off: the time words as written (Prophesee's format description, evlib).
+    # low_steps: such steps so far.
+    time_low_wraps: bool = False
+    low_steps: int = 0
 
 
 # EVT 3.0 word types.
@@ -137,6 +143,7 @@ def decode_evt3(words: np.ndarray, state: Evt3State = Evt3State()) -> tuple[np.n
     low = _forward_fill(at_low, (words[at_low] & 0xFFF).astype(np.int64), state.time_low, n)
     y = _forward_fill(at_y, (words[at_y] & 0x7FF).astype(np.int32), state.y, n)
     at_vector, bases, polarities, base_after, polarity_after = _vector_bases(words, kind, state)
+    steps, low_steps = _low_steps(words, at_low, state)
 
     # Event words in stream order; in a file's first chunk, those before its first time-high and row words have
     # no time or row and are dropped.
@@ -157,7 +164,7 @@ def decode_evt3(words: np.ndarray, state: Evt3State = Evt3State()) -> tuple[np.n
     single = word[~from_vector]
     vector_row, bit = np.nonzero(bits)  # row by row: the vectors' events in stream order
     events = np.empty(len(word), EVENT_DTYPE)
-    events["t"] = (high[word] << 12) | low[word]
+    events["t"] = ((high[word] << 12) | low[word]) + 4096 * steps[word]
     events["y"] = y[word]
     x = np.empty(len(word), np.int64)
     x[~from_vector] = words[single] & 0x7FF
@@ -170,5 +177,16 @@ def decode_evt3(words: np.ndarray, state: Evt3State = Evt3State()) -> tuple[np.n
 
     if n:
         state = Evt3State(int(words[at_high[-1]] & 0xFFF) if len(at_high) else state.time_high, loops,
-                          int(low[-1]), int(y[-1]), base_after, polarity_after)
+                          int(low[-1]), int(y[-1]), base_after, polarity_after, state.time_low_wraps, low_steps)
     return events, state
+
+
+def _low_steps(words: np.ndarray, at_low: np.ndarray, state: Evt3State) -> tuple[np.ndarray, int]:
+    """Per word, the time-low step-backs counted so far (all 0 unless ``state.time_low_wraps``) and
+    the count after the chunk."""
+    if not state.time_low_wraps:
+        return np.zeros(len(words), np.int64), state.low_steps
+    lows = (words[at_low] & 0xFFF).astype(np.int64)
+    counts = state.low_steps + np.cumsum(lows < np.concatenate(([state.time_low], lows[:-1])))
+    steps = _forward_fill(at_low, counts, state.low_steps, len(words))
+    return steps, int(counts[-1]) if len(counts) else state.low_steps

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,9 +113,13 @@ class _Chunk:
 
 
 class RawReader(EventReader):
-    """A Prophesee RAW file (EVT 2.0 or EVT 3.0), read by time window through a chunk index."""
+    """A Prophesee RAW file (EVT 2.0 or EVT 3.0), read by time window through a chunk index.
 
-    def __init__(self, path: Path) -> None:
+    ``time_low_wraps`` (EVT 3.0 only, default off) reads a time-low field that steps back without a
+    time-high word as a wrap (+4096 us from there on), as expelliarmus does (its ``evt3_sample.npy``);
+    off, the time words are taken as written, as Prophesee's format description and evlib do."""
+
+    def __init__(self, path: Path, time_low_wraps: bool = False) -> None:
         self.path = Path(path)
         with open(self.path, "rb") as handle:
             head = handle.read(1 << 16)
@@ -128,6 +132,8 @@ class RawReader(EventReader):
                 f"it with Metavision's metavision_file_to_dat or re-record in EVT 3.0")
         self.encoding = encoding
         self._format = _ENCODINGS[encoding]
+        self._initial = (replace(self._format.initial, time_low_wraps=time_low_wraps) if encoding == "evt3"
+                         else self._format.initial)
         self.sensor_size = _raw_sensor_size(self.path, fields)
         word_bytes = np.dtype(self._format.word).itemsize
         self._words = np.memmap(self.path, dtype=self._format.word, mode="r", offset=self._data_start,
@@ -161,7 +167,7 @@ class RawReader(EventReader):
         first :data:`~fuse.events.readers.KEEP_EVENTS` events stay decoded for the first window (so a
         small file, read whole, is decoded once)."""
         if self._chunks is None:
-            chunks, state, kept = [], self._format.initial, 0
+            chunks, state, kept = [], self._initial, 0
             for k in range((len(self._words) + CHUNK_WORDS - 1) // CHUNK_WORDS):
                 events, next_state = self._decode(k, state)
                 piece = Piece.of(events)
