@@ -60,7 +60,6 @@ from fuse.evaluate.prediction import PredictionRequest, load_for_prediction, res
 from fuse.evaluate.protocols import evaluate_pairs, protocol_named
 from fuse.evaluate.visualize import Mp4Writer, colorize_depth, colorize_voxel, image_to_bgr, make_panel, \
     write_png_atomic
-from fuse.events import voxel_grid
 from fuse.events.mvsec import recording_paths
 from fuse.registry import model_kind
 
@@ -293,19 +292,15 @@ class DegradedRecording(RecordingSource):
         super().__init__(recording, bins)
         self.condition, self.seed = condition, seed
 
-    def _load(self, index: int) -> Frame:
+    def _inputs(self, index: int, image: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.condition is None:
+            return image, events
+        rng = condition_rng(self.seed, index)
+        if self.condition.target == "image":
+            return self.condition.apply(image, rng), events
         info = self.kept[index]
-        sample = self.recording.load(info)
-        height, width = sample.image.shape
-        image, events = np.repeat(sample.image[:, :, None], 3, axis=2), sample.events
-        if self.condition is not None:
-            rng = condition_rng(self.seed, index)
-            if self.condition.target == "image":
-                image = self.condition.apply(image, rng)
-            else:
-                window = EventWindow(events, height, width, info.depth_ts - self.recording.window_s, info.depth_ts)
-                events = self.condition.apply(window, rng).events
-        return Frame(self.stems[index], image, voxel_grid(events, self.num_bins, height, width), sample.depth)
+        window = EventWindow(events, *image.shape[:2], info.depth_ts - self.recording.window_s, info.depth_ts)
+        return image, self.condition.apply(window, rng).events
 
 
 def open_sequence(sequence: SequenceSpec, bins: int, condition: Condition | None, seed: int) -> FrameSource:

@@ -291,8 +291,14 @@ class RecordingSource(FrameSource):
         sample = self.recording.load(self.kept[index])
         height, width = sample.image.shape
         image = np.repeat(sample.image[:, :, None], 3, axis=2)  # gray -> RGB, as load_image does
-        voxel = voxel_grid(sample.events, self.num_bins, height, width)
+        image, events = self._inputs(index, image, sample.events)
+        voxel = voxel_grid(events, self.num_bins, height, width)
         return Frame(self.stems[index], image, voxel, sample.depth)
+
+    def _inputs(self, index: int, image: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``index``'s RGB image and raw events before voxelization; a subclass may change them
+        (``fuse.evaluate.compare`` degrades them)."""
+        return image, events
 
     def close(self) -> None:
         self.recording.close()
