@@ -30,6 +30,11 @@ def at_size(pred: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(pred[:, None], tuple(size), mode="bilinear", align_corners=True)[:, 0]
 
 
+def on_device(trainer: Trainer, batch: dict, *keys: str) -> list[torch.Tensor]:
+    """``batch[key]`` for each key, moved to the trainer's device (non-blocking)."""
+    return [batch[key].to(trainer.device, non_blocking=True) for key in keys]
+
+
 def student_options(trainer: Trainer) -> dict:
     """The FUSE-family builder options from ``model.*``; the head ending is the stage's."""
     model, stage = trainer.config.model, trainer.stage

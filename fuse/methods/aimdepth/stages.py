@@ -108,11 +108,8 @@ def absolute_and_squared(prediction: torch.Tensor, target: torch.Tensor, valid: 
 
 def compute_losses(trainer: Trainer, batch: dict) -> Losses:
     """The paper's loss on metric depth at the ground truth's resolution."""
-    device, settings = trainer.device, trainer.config.section(SECTION)
-    image = batch["image"].to(device, non_blocking=True)
-    voxel = batch["voxel"].to(device, non_blocking=True)
-    depth = batch["depth"].to(device, non_blocking=True)
-    valid = batch["valid_mask"].to(device, non_blocking=True)
+    settings = trainer.config.section(SECTION)
+    image, voxel, depth, valid = dense_depth.on_device(trainer, batch, "image", "voxel", "depth", "valid_mask")
     with trainer.autocast():
         prediction, _ = forward(trainer.model, trainer.inputs, {"image": image, "events": voxel})
     prediction = dense_depth.at_size(prediction.float(), depth.shape[-2:])

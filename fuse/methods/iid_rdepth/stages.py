@@ -149,11 +149,8 @@ def depth_loss(name: str, prediction: torch.Tensor, depth: torch.Tensor, valid: 
 
 def compute_losses(trainer: Trainer, batch: dict) -> Losses:
     """The depth loss at the ground truth's resolution, plus the optional feature-matching term."""
-    device, settings, loss_cfg = trainer.device, trainer.config.section(SECTION), trainer.config.loss
-    image = batch["image"].to(device, non_blocking=True)
-    voxel = batch["voxel"].to(device, non_blocking=True)
-    depth = batch["depth"].to(device, non_blocking=True)
-    valid = batch["valid_mask"].to(device, non_blocking=True)
+    settings, loss_cfg = trainer.config.section(SECTION), trainer.config.loss
+    image, voxel, depth, valid = dense_depth.on_device(trainer, batch, "image", "voxel", "depth", "valid_mask")
     with trainer.autocast():
         prediction, restored = forward(trainer.model, trainer.inputs, {"image": image, "events": voxel})
     prediction = dense_depth.at_size(prediction.float(), depth.shape[-2:])
@@ -161,7 +158,7 @@ def compute_losses(trainer: Trainer, batch: dict) -> Losses:
     total = (loss_cfg.silog if settings.loss == "silog" else 1.0) * named[settings.loss]
     if settings.feature_match > 0:
         student = trainer.student
-        clean = batch["image_clean"].to(device, non_blocking=True)
+        (clean,) = dense_depth.on_device(trainer, batch, "image_clean")
         named["feature_match"] = feature_match(restored, student.base_features(clean, voxel),
                                                student.config.restore_levels)
         total = total + settings.feature_match * named["feature_match"]
